@@ -1,0 +1,77 @@
+"""The typed run configuration. Layering: dataclass defaults <- method preset <- YAML file <- --set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from compmod.config.augment import AugmentConfig
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str | None = None  # None: the dataset's standard locations
+    image_size: int | None = None  # None: the dataset's native size
+    channels: int | None = None  # None: 1 for grey data, 3 for colour
+    subset: int | None = None  # pretrain on the first N training images only
+    holdout_fraction: float = 0.1  # `folder` data with no test/val split: seeded held-out fraction
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "small_cnn"
+    cifar_stem: bool | None = None  # ResNets: 3x3 conv1 without max-pool; None: when image_size <= 64
+
+
+@dataclass
+class MethodConfig:
+    """`name` picks the method; `params` holds that method's own typed parameters."""
+
+    name: str = "simclr"
+    params: Any = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 0.3  # peak learning rate after warm-up
+    optimizer: Literal["sgd", "lars", "adamw"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # not applied to biases and normalisation parameters
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
+    run_dir: str = "runs/default"
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
+    log_every: int = 10
+    progress: bool = True
+    tensorboard: bool = False
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    knn_k: int = 5  # cosine kNN, majority vote (the paper's 5-NN)
+    knn_weighted_k: int = 200  # temperature-weighted kNN (InstDisc / solo-learn protocol)
+    knn_temperature: float = 0.07
+    linear: bool = True
+    linear_epochs: int = 30
+    linear_lr: float = 0.1
+    linear_batch_size: int = 512
+    pixel_knn: bool = True
+    batch_size: int = 512  # feature extraction
+    train_subset: int | None = None  # labelled train images used as kNN bank / probe data; None: all
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,36 @@
+"""User-facing errors: the CLI prints these as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CompmodError(Exception):
+    """An error caused by the user's input (config, data, paths), not by a bug."""
+
+
+class ConfigError(CompmodError, ValueError):
+    """A config key or value is invalid."""
+
+
+class DatasetNotFoundError(CompmodError, FileNotFoundError):
+    """A dataset is not on disk where it was looked for."""
+
+
+class DataError(CompmodError, ValueError):
+    """A dataset is on disk but cannot be read (corrupt file, bad layout)."""
+
+
+class CheckpointError(CompmodError, FileNotFoundError):
+    """A checkpoint is missing or cannot be loaded."""
+
+
+class NonFiniteLossError(CompmodError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean X?)' for the closest choice to `name`, or ''."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -1,0 +1,78 @@
+"""What every SSL method shares: its step output, a thin base module, and the method registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from compmod.registry import Registry
+
+
+@dataclass
+class StepOutput:
+    """One training step's result.
+
+    loss: scalar to minimise. parts: named scalar loss terms (detached copies are logged).
+    h: backbone features of the two views, each (N, d'). z: projections, each (N, d).
+    CompMod attaches to exactly `h` and `z`.
+    """
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    h: tuple[torch.Tensor, torch.Tensor]
+    z: tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ProjectorParams:
+    """Projector g_phi: `proj_layers` linear layers (BN + ReLU between), hidden width, output dim."""
+
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 128
+    proj_layers: int = 3
+
+
+class SSLMethod(nn.Module):
+    """Thin base: a backbone f_theta, `forward(x1, x2) -> StepOutput`, and an after-step hook."""
+
+    backbone: nn.Module
+    feat_dim: int
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: float) -> None:
+        """Called after each optimizer step; `progress` in [0, 1] is the fraction of training done."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features (N, d') used for evaluation."""
+        return self.backbone(x)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its builder, its typed parameters and its augmentation preset."""
+
+    build: Callable[[nn.Module, int, Any], SSLMethod]  # (backbone, feat_dim, params) -> method
+    params: type = field(default=ProjectorParams)
+    augment_preset: str = "default"
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(
+    name: str, params: type = ProjectorParams, augment_preset: str = "default"
+) -> Callable[[Callable[..., SSLMethod]], Callable[..., SSLMethod]]:
+    """Decorator: `@register_method("simclr", SimCLRParams, "simclr")` over a builder function."""
+
+    def deco(build: Callable[..., SSLMethod]) -> Callable[..., SSLMethod]:
+        METHODS.register(name)(MethodSpec(build, params, augment_preset))
+        return build
+
+    return deco
