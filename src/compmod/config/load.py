@@ -216,6 +216,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"config key {path}: expected an integer, got {_describe(value)}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; accept any float literal
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key {path}: expected a number, got {_describe(value)}")
         return float(value)

@@ -1,0 +1,5 @@
+import sys
+
+from compmod.cli import main
+
+sys.exit(main())

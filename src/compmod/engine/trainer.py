@@ -1,0 +1,173 @@
+"""The training loop: one code path for CPU and CUDA, checkpoint every epoch, resume, loud failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from compmod.config.load import config_to_dict, dump_config
+from compmod.config.schema import Config
+from compmod.engine.builders import build_augmentations, build_dataset, build_method
+from compmod.engine.checkpoint import load_checkpoint, save_checkpoint
+from compmod.engine.device import resolve_device, seed_everything, set_threads
+from compmod.engine.metrics import MetricsLogger
+from compmod.engine.optim import build_optimizer
+from compmod.engine.schedule import warmup_cosine
+from compmod.errors import CheckpointError, CompmodError, NonFiniteLossError
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.pt"
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the current epoch (non-zero only after a mid-epoch stop)
+    step: int = 0  # optimizer steps taken
+
+
+class Trainer:
+    """Pretrains `cfg.method` on `cfg.data`, then evaluates (when `eval.enabled`).
+
+    `resume=True` continues from `<run_dir>/checkpoints/last.pt`; `overwrite=False` refuses to start
+    over a run directory that already holds a checkpoint (so no finished work is lost by a typo).
+    """
+
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.train.run_dir)
+        self.ckpt_path = checkpoint_path(self.run_dir)
+        if resume and not self.ckpt_path.is_file():
+            raise CheckpointError(
+                f"--resume: no checkpoint at {str(self.ckpt_path)!r}; start without --resume"
+            )
+        if not resume and self.ckpt_path.is_file() and not overwrite:
+            raise CheckpointError(
+                f"{str(self.run_dir)!r} already holds a checkpoint; pass --resume to continue it, "
+                "--overwrite to start over, or choose another train.run_dir"
+            )
+        set_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed)
+        self.device = resolve_device(cfg.train.device)
+        self.data = build_dataset(cfg, "pretrain")
+        c, h, w = self.data.images.shape[1:]
+        self.image_size = h
+        self.method = build_method(cfg, c, h).to(self.device)
+        self.views = [v.to(self.device) for v in build_augmentations(cfg, h, self.data.mean, self.data.std)]
+        self.optimizer = build_optimizer([self.method], cfg.train)
+        self.steps_per_epoch = len(self.data) // cfg.train.batch_size
+        if self.steps_per_epoch == 0:
+            raise CompmodError(
+                f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.data)} pretraining "
+                "images; lower train.batch_size or raise data.subset"
+            )
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+        self.state = RunState()
+        if resume:
+            self._restore(load_checkpoint(self.ckpt_path))
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.state.epoch,
+            "batch": self.state.batch,
+            "step": self.state.step,
+            "rng": {"torch": torch.get_rng_state(), "augment": self.aug_gen.get_state()},
+            "config": config_to_dict(self.cfg),
+            "data": {"shape": list(self.data.images.shape[1:]), "mean": list(self.data.mean),
+                     "std": list(self.data.std)},
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
+        torch.set_rng_state(state["rng"]["torch"])
+        self.aug_gen.set_state(state["rng"]["augment"])
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def fit(self) -> RunState:
+        cfg = self.cfg.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        try:
+            while self.state.epoch < cfg.epochs and not self._max_steps_reached():
+                self._epoch(logger, warmup)
+        finally:
+            logger.close()
+        return self.state
+
+    def _max_steps_reached(self) -> bool:
+        return self.cfg.train.max_steps is not None and self.state.step >= self.cfg.train.max_steps
+
+    def _epoch(self, logger: MetricsLogger, warmup: int) -> None:
+        cfg = self.cfg.train
+        epoch = self.state.epoch
+        self.method.train()
+        order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        bar = tqdm(range(self.state.batch, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+                   leave=False, dynamic_ncols=True)
+        t0, seen, done, sums = time.perf_counter(), 0, 0, {}
+        for i in bar:
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x = self.data.images[idx].to(self.device, non_blocking=True)
+            lr = warmup_cosine(self.state.step, self.total_steps, warmup, cfg.lr, cfg.lr * cfg.min_lr_ratio)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            out = self.method(self.views[0](x, self.aug_gen), self.views[1](x, self.aug_gen))
+            parts = {k: float(v) for k, v in out.parts.items()}
+            loss = float(out.loss.detach())
+            if not math.isfinite(loss):
+                last = str(self.ckpt_path) if self.ckpt_path.is_file() else "none yet"
+                raise NonFiniteLossError(
+                    f"non-finite loss {loss} at epoch {epoch + 1}, step {self.state.step} "
+                    f"(parts: {', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); "
+                    f"last good checkpoint: {last}; lower train.lr or check the data"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            self.state.step += 1
+            self.state.batch = i + 1
+            self.method.after_optimizer_step(self.state.step / self.total_steps)
+            seen, done = seen + len(idx), done + 1
+            for k, v in {"loss": loss, **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if self.state.step % cfg.log_every == 0 or done == 1:
+                logger.log({"epoch": epoch + 1, "lr": lr, "loss": loss, **parts}, self.state.step)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if self._max_steps_reached():
+                break
+        bar.close()
+        n = max(1, done)
+        elapsed = time.perf_counter() - t0
+        summary = {f"epoch_{k}": v / n for k, v in sums.items()}
+        summary.update(epoch=epoch + 1, images_per_s=seen / max(elapsed, 1e-9), epoch_time_s=elapsed)
+        logger.log(summary, self.state.step)
+        if cfg.progress:
+            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {summary['epoch_loss']:.4f}  "
+                  f"{summary['images_per_s']:.0f} img/s  {elapsed:.1f}s", flush=True)
+        if self.state.batch == self.steps_per_epoch:
+            self.state.epoch, self.state.batch = epoch + 1, 0
+        save_checkpoint(self._checkpoint(), self.ckpt_path)
+
+
+def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
+    path = Path(run_dir) / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
+    return path
