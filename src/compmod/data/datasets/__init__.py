@@ -1,0 +1,13 @@
+"""Datasets held in memory as uint8 tensors; loaders registered by name in `DATASETS`.
+
+Example::
+
+    ds = load_dataset("fashion_mnist", "train")  # images (60000, 1, 28, 28) uint8, labels (60000,)
+"""
+
+# Importing the loader modules registers them in DATASETS.
+from compmod.data.datasets import cifar, fashion_mnist, folder, stl10  # noqa: F401
+from compmod.data.datasets.base import DATASETS, SPLITS, ImageDataset, dataset_search_paths
+from compmod.data.datasets.load import load_dataset
+
+__all__ = ["DATASETS", "SPLITS", "ImageDataset", "dataset_search_paths", "load_dataset"]

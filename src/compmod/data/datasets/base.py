@@ -1,0 +1,153 @@
+"""The dataset record, the loader registry and where each dataset is looked for on disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import torch
+
+from compmod.errors import DatasetNotFoundError
+from compmod.registry import Registry
+
+SPLITS: tuple[str, ...] = ("pretrain", "train", "test")
+"""pretrain: images for self-supervised pretraining (labels may be -1); train: labelled train split
+(kNN memory bank, linear probe); test: evaluation."""
+
+
+@dataclass
+class ImageDataset:
+    """A whole split held in memory as one uint8 tensor.
+
+    Attributes:
+        images: uint8 (N, C, H, W), contiguous, on the CPU.
+        labels: int64 (N,); -1 marks an unlabelled image.
+        classes: class names; ``classes[label]`` names a label.
+        mean: per-channel mean of ``images / 255`` (C values).
+        std: per-channel standard deviation of ``images / 255`` (C values, never below 1/255).
+        name: the registry name of the dataset.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+class RawSplit(NamedTuple):
+    """What a loader returns: images (N, C, H, W) uint8, labels (N,) int64, class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+
+class Loader(Protocol):
+    """A registered loader: reads one split from the first matching folder in `paths`.
+
+    `image_size` and `channels` are hints a loader may apply while decoding (the folder loader does);
+    `load_dataset` converts whatever comes back, so other loaders return native images.
+    """
+
+    def __call__(
+        self,
+        split: str,
+        paths: list[Path],
+        *,
+        image_size: int | None,
+        channels: int | None,
+        holdout_fraction: float,
+        seed: int,
+    ) -> RawSplit: ...
+
+
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    subdirs: tuple[str, ...]
+    standard_paths: tuple[str, ...]
+    hint: str
+
+
+_LAYOUTS: dict[str, _Layout] = {}
+
+
+def register_dataset(
+    name: str, *, hint: str, subdirs: Sequence[str] = (), standard_paths: Sequence[str] = ()
+) -> Callable[[Loader], Loader]:
+    """Register a loader in `DATASETS` together with where its files usually live.
+
+    Args:
+        name: registry name (``load_dataset(name, ...)``).
+        hint: how to obtain the data, one sentence (ends the "not found" message).
+        subdirs: standard sub-folders tried below every base folder (e.g. ``cifar-10-batches-py``).
+        standard_paths: dataset-specific places searched last (``./`` is the working directory).
+    """
+
+    def deco(fn: Loader) -> Loader:
+        _LAYOUTS[name] = _Layout(tuple(subdirs), tuple(standard_paths), hint)
+        return DATASETS.register(name)(fn)
+
+    return deco
+
+
+def dataset_search_paths(name: str, root: str | None) -> list[Path]:
+    """Folders searched for dataset `name`, in order (absolute paths, duplicates removed).
+
+    With `root`: only root and root/<standard sub-folder>. Without: ``$COMPMOD_DATA_DIR/<name>`` (if
+    set), ``./data/<name>``, ``~/.cache/compmod/<name>`` (each also with the standard sub-folders),
+    then the dataset's standard places (e.g. ``/usr/share/datasets/fashion-mnist``).
+    """
+    DATASETS.get(name)  # an unknown name raises the registry's did-you-mean ConfigError
+    layout = _LAYOUTS[name]
+    if root is not None:
+        bases, extra = [Path(root)], []
+    else:
+        env = os.environ.get("COMPMOD_DATA_DIR")
+        bases = [Path(env) / name] if env else []
+        bases += [Path("data") / name, Path("~/.cache/compmod") / name]
+        extra = [Path(p) for p in layout.standard_paths]
+    found: list[Path] = []
+    for base in bases:
+        found += [base, *(base / sub for sub in layout.subdirs)]
+    found += extra
+    absolute = [p.expanduser().absolute() for p in found]
+    return list(dict.fromkeys(absolute))
+
+
+def not_found(name: str, paths: list[Path], what: str = "") -> DatasetNotFoundError:
+    """The one-line "not found" error: what was missing, every folder searched, and how to get it."""
+    missing = f" ({what})" if what else ""
+    return DatasetNotFoundError(
+        f"dataset {name!r} not found{missing}; searched: {', '.join(str(p) for p in paths)}; "
+        f"{_LAYOUTS[name].hint} (or point data.root at the folder holding it)"
+    )
+
+
+def find_dataset_dir(name: str, paths: list[Path], markers: Sequence[str]) -> Path:
+    """First folder in `paths` holding any of the `markers` files, else a `DatasetNotFoundError`."""
+    for folder in paths:
+        if any((folder / m).is_file() for m in markers):
+            return folder
+    raise not_found(name, paths, f"no folder holds {' or '.join(markers)}")
+
+
+def require_file(name: str, folder: Path, candidates: Sequence[str]) -> Path:
+    """The first of `candidates` present in `folder`, else a `DatasetNotFoundError` naming them."""
+    for c in candidates:
+        if (folder / c).is_file():
+            return folder / c
+    raise DatasetNotFoundError(
+        f"dataset {name!r} in {folder} is incomplete: missing {' or '.join(candidates)}; "
+        f"{_LAYOUTS[name].hint}"
+    )

@@ -1,0 +1,196 @@
+"""Generic image folders (ImageFolder layout, or flat folders for pretraining); PIL decodes them.
+
+Layout, under the dataset folder (``data.root``)::
+
+    train/<class>/**/*.png|jpg|...   labelled train images (or <class>/ directly under the root)
+    test/<class>/... or val/<class>/ optional; without it a seeded, stratified held-out fraction
+                                     of train is the test split and train/pretrain use the rest
+    *.png or train/*.png             flat, unlabelled images: only the "pretrain" split exists
+
+Sizes: with ``image_size`` every image is resized to image_size x image_size. Without it, the most
+common (width, height) over all images of the dataset (train and test, so both splits agree; ties go
+to the size met first in sorted path order) is used and other images are resized to it.
+Channels: grey files (modes 1, L, LA, I, I;16, F) give 1 channel, colour files 3; a mix gives 3,
+unless ``channels`` says otherwise. Alpha is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from compmod.data.datasets.base import RawSplit, not_found, register_dataset
+from compmod.errors import ConfigError, DataError, DatasetNotFoundError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p.name))
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath) / f for f in filenames if _is_image(f)]
+    return sorted(found)
+
+
+def _class_folders(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted image paths, for every sub-folder of `folder` holding images."""
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    per_class = {d.name: _images_in(d, recursive=True) for d in subdirs}
+    return {c: files for c, files in per_class.items() if files}
+
+
+def _find_root(paths: list[Path]) -> Path:
+    for folder in paths:
+        if folder.is_dir() and ((folder / "train").is_dir() or _images_in(folder, recursive=True)):
+            return folder
+    raise not_found("folder", paths, "no folder holds images")
+
+
+def _holdout_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean (N,) mask of held-out images: round(fraction * n_c) per class (at least 1 when the class
+    has 2 or more images), drawn by a generator seeded with `seed`."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    if fraction <= 0:
+        return mask
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = min(max(round(fraction * len(idx)), 1), len(idx) - 1)
+        mask[idx[rng.permutation(len(idx))[:k]]] = True
+    return mask
+
+
+def _labelled(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, c in enumerate(classes):
+        files += per_class.get(c, [])
+        labels += [label] * len(per_class.get(c, []))
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def _choose_format(
+    files: list[Path], image_size: int | None, channels: int | None
+) -> tuple[tuple[int, int], int]:
+    """(width, height) and channel count of the output, reading only file headers when needed."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    grey = True
+    if image_size is None or channels is None:
+        for path in files:
+            try:
+                with Image.open(path) as img:
+                    sizes[img.size] += 1
+                    grey = grey and img.mode in _GREY_MODES
+            except _DECODE_ERRORS as e:
+                raise DataError(f"cannot read image {path}: {' '.join(str(e).split())}") from None
+    size = (image_size, image_size) if image_size is not None else sizes.most_common(1)[0][0]
+    return size, channels if channels is not None else (1 if grey else 3)
+
+
+def _decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
+    """One file as uint8 (H, W) for mode "L" or (H, W, 3) for "RGB", resized to `size` = (W, H)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit / float grey -> 8 bit
+                arr = np.asarray(img, dtype=np.float64)
+                if img.mode.startswith("I;16") or arr.max() > 255:
+                    arr = arr / 257.0
+                img = Image.fromarray(np.clip(arr.round(), 0, 255).astype(np.uint8))
+            elif img.mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")
+            img = img.convert(mode)
+            if img.size != size:
+                img = img.resize(size, Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except _DECODE_ERRORS as e:
+        raise DataError(f"cannot decode image {path}: {' '.join(str(e).split())}") from None
+
+
+def _decode_all(files: list[Path], size: tuple[int, int], channels: int) -> torch.Tensor:
+    out = np.empty((len(files), size[1], size[0], channels), dtype=np.uint8)
+    mode = "L" if channels == 1 else "RGB"
+    for i, path in enumerate(files):
+        out[i] = _decode(path, size, mode).reshape(size[1], size[0], channels)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _split_files(
+    split: str, root: Path, holdout_fraction: float, seed: int
+) -> tuple[list[Path], np.ndarray, list[str], list[Path]]:
+    """(files of `split`, their labels, class names, every file of the dataset)."""
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    per_class = _class_folders(train_dir)
+    classes = list(per_class)
+    if not classes:
+        flat = _images_in(train_dir, recursive=False)
+        if not flat:
+            raise DatasetNotFoundError(f"folder dataset {root}: no images in {train_dir} or its sub-folders")
+        if split != "pretrain":
+            raise DatasetNotFoundError(
+                f"folder dataset {root} has only flat, unlabelled images in {train_dir}, which serve split "
+                f"'pretrain' only; split {split!r} needs labelled class folders {train_dir}/<class>/*.png"
+            )
+        return flat, np.full(len(flat), -1, dtype=np.int64), [], flat
+    files, labels = _labelled(per_class, classes)
+    if test_dir is not None:
+        test_per_class = _class_folders(test_dir)
+        unknown = sorted(set(test_per_class) - set(classes))
+        if unknown:
+            raise DataError(f"class folders {unknown} in {test_dir} do not exist in {train_dir} ({classes})")
+        test_files, test_labels = _labelled(test_per_class, classes)
+        if split == "test" and not test_files:
+            raise DatasetNotFoundError(
+                f"folder dataset {root}: {test_dir} has no class folders with images; "
+                f"split 'test' needs {test_dir}/<class>/*.png with the class names of {train_dir}"
+            )
+        if split == "test":
+            return test_files, test_labels, classes, files + test_files
+        return files, labels, classes, files + test_files
+    if split == "test" and holdout_fraction <= 0:
+        raise ConfigError(
+            f"folder dataset {root} has no test/ or val/ folder and data.holdout_fraction is "
+            f"{holdout_fraction}; set it in (0, 1) to hold out part of {train_dir} as the test split"
+        )
+    held = _holdout_mask(labels, holdout_fraction, seed)
+    keep = held if split == "test" else ~held
+    return [f for f, k in zip(files, keep, strict=True) if k], labels[keep], classes, files
+
+
+@register_dataset(
+    "folder",
+    hint="put images into <root>/train/<class>/*.png (optionally <root>/test/<class>/ or "
+    "<root>/val/<class>/), or flat images into <root>/ for pretraining only, and set data.root to <root>",
+)
+def load_folder(
+    split: str,
+    paths: list[Path],
+    *,
+    image_size: int | None,
+    channels: int | None,
+    holdout_fraction: float,
+    seed: int,
+) -> RawSplit:
+    """Decode one split of an image folder to (N, C, H, W) uint8 (see the module docstring for rules)."""
+    root = _find_root(paths)
+    files, labels, classes, all_files = _split_files(split, root, holdout_fraction, seed)
+    size, n_channels = _choose_format(all_files, image_size, channels)
+    images = _decode_all(files, size, n_channels)
+    return RawSplit(images, torch.from_numpy(labels), classes)
