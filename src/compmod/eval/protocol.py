@@ -36,6 +36,7 @@ def evaluate(
     e = cfg.eval
     out: dict[str, float] = {}
     if {"knn", "linear"} & set(which):
+
         def transform(x: torch.Tensor) -> torch.Tensor:
             return eval_transform(x, size, mean, std)
 
@@ -44,14 +45,29 @@ def evaluate(
         if "knn" in which:
             out["knn_top1"] = knn_accuracy(f_train, train.labels, f_test, test.labels, k=e.knn_k)
             out["knn_weighted_top1"] = knn_accuracy(
-                f_train, train.labels, f_test, test.labels, k=e.knn_weighted_k, weighted=True,
+                f_train,
+                train.labels,
+                f_test,
+                test.labels,
+                k=e.knn_weighted_k,
+                weighted=True,
                 temperature=e.knn_temperature,
             )
         if "linear" in which:
-            out.update(linear_probe(
-                f_train, train.labels, f_test, test.labels, num_classes=num_classes, epochs=e.linear_epochs,
-                lr=e.linear_lr, batch_size=e.linear_batch_size, seed=cfg.train.seed, device=device,
-            ))
+            out.update(
+                linear_probe(
+                    f_train,
+                    train.labels,
+                    f_test,
+                    test.labels,
+                    num_classes=num_classes,
+                    epochs=e.linear_epochs,
+                    lr=e.linear_lr,
+                    batch_size=e.linear_batch_size,
+                    seed=cfg.train.seed,
+                    device=device,
+                )
+            )
     if "pixel_knn" in which:
         out["pixel_knn_top1"] = knn_accuracy(
             pixel_features(train.images), train.labels, pixel_features(test.images), test.labels, k=e.knn_k
