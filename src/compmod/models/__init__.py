@@ -1,0 +1,16 @@
+"""Backbones (registered in `BACKBONES`), MLP heads and the EMA teacher helper."""
+
+from compmod.models.backbones import BACKBONES, SmallCNN, build_backbone
+from compmod.models.ema import EMATeacher, cosine_momentum
+from compmod.models.heads import byol_predictor, mlp, projector
+
+__all__ = [
+    "BACKBONES",
+    "EMATeacher",
+    "SmallCNN",
+    "build_backbone",
+    "byol_predictor",
+    "cosine_momentum",
+    "mlp",
+    "projector",
+]

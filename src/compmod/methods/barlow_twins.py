@@ -1,0 +1,52 @@
+"""Barlow Twins (Zbontar et al. 2021): cross-correlation of the two views' projections pushed to I."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compmod.errors import ConfigError
+from compmod.losses import BarlowTwinsLoss
+from compmod.methods.base import ProjectorParams, SSLMethod, StepOutput, register_method
+from compmod.models import projector
+
+
+@dataclass
+class BarlowTwinsParams(ProjectorParams):
+    # FAIR main.py: projector 8192-8192-8192. Barlow Twins needs a wide output (paper Fig. 4), so the
+    # output is 2048 here, as solo-learn's CIFAR preset (2048-2048), not the shared default of 128.
+    proj_dim: int = 2048
+    # FAIR main.py's `--lambd` default (the paper quotes 5e-3), tuned with D = 8192.
+    lambda_offdiag: float = 0.0051
+
+
+class BarlowTwins(SSLMethod):
+    """h = f(x), z = g(h) for each view; loss = Barlow Twins(z1, z2)."""
+
+    def __init__(
+        self, backbone: nn.Module, feat_dim: int, projector: nn.Module, loss: BarlowTwinsLoss
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feat_dim = feat_dim
+        self.projector = projector
+        self.loss = loss
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        h1, h2 = self.backbone(x1), self.backbone(x2)
+        z1, z2 = self.projector(h1), self.projector(h2)
+        loss = self.loss(z1, z2)
+        return StepOutput(loss, {"ssl": loss.detach()}, (h1, h2), (z1, z2))
+
+
+@register_method("barlow_twins", BarlowTwinsParams, "barlow_twins")
+def build_barlow_twins(backbone: nn.Module, feat_dim: int, params: BarlowTwinsParams) -> BarlowTwins:
+    if params.lambda_offdiag < 0:
+        raise ConfigError(
+            f"config key method.lambda_offdiag: {params.lambda_offdiag!r} is not accepted; "
+            "expected a number >= 0"
+        )
+    head = projector(feat_dim, params.proj_hidden_dim, params.proj_dim, params.proj_layers)
+    return BarlowTwins(backbone, feat_dim, head, BarlowTwinsLoss(params.lambda_offdiag))

@@ -1,0 +1,93 @@
+"""Backbones f_theta: (N, C, H, W) float images -> (N, d') features, registered by name in `BACKBONES`.
+
+`build_backbone(name, in_channels, cifar_stem)` returns the module and d'. Every backbone accepts any
+number of input channels and any image size >= 16 (global average pooling at the end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torchvision
+from torch import nn
+
+from compmod.errors import ConfigError
+from compmod.registry import Registry
+
+BackboneBuilder = Callable[[int, bool], tuple[nn.Module, int]]  # (in_channels, cifar_stem) -> (module, d')
+
+BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
+
+
+def build_backbone(name: str, in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
+    """Build the backbone `name` for `in_channels`-channel images; returns (module, feature dim d')."""
+    builder = BACKBONES.get(name)
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
+    return builder(in_channels, cifar_stem)
+
+
+def _init_conv(conv: nn.Conv2d) -> None:
+    """He init (fan_out, ReLU), as torchvision initialises its ResNets."""
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+
+
+def _resnet(arch: str, in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
+    """torchvision ResNet, random init (weights=None), `fc` removed.
+
+    conv1 is rebuilt for `in_channels`. cifar_stem=True: 3x3 stride-1 conv1 and no max-pool, the usual
+    stem for 32 px images (SimCLR, Chen et al. 2020, Appendix B.9); otherwise the ImageNet 7x7 stride-2
+    conv1 and 3x3 max-pool.
+    """
+    net = getattr(torchvision.models, arch)(weights=None)
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    else:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    _init_conv(net.conv1)
+    feat_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, feat_dim
+
+
+@BACKBONES.register("resnet18")
+def resnet18(in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
+    """ResNet-18 (He et al. 2016), d' = 512."""
+    return _resnet("resnet18", in_channels, cifar_stem)
+
+
+@BACKBONES.register("resnet50")
+def resnet50(in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
+    """ResNet-50 (He et al. 2016), d' = 2048."""
+    return _resnet("resnet50", in_channels, cifar_stem)
+
+
+class SmallCNN(nn.Sequential):
+    """A fast CNN for CPU runs on 28-32 px images: conv3x3-BN-ReLU stages, global average pool.
+
+    Channels 32 (stride 1) -> 64 (stride 2) -> 128 (stride 2) -> 256 (stride 2); d' = 256.
+    On 28x28x1 input: 28 -> 14 -> 7 -> 4 px, about 0.024 GFLOP (multiply-adds x 2) per image.
+    Every conv is followed by BatchNorm (the bi-level tests rely on BN being present).
+    """
+
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+
+    def __init__(self, in_channels: int) -> None:
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for i, c_out in enumerate(self.widths):
+            stride = 1 if i == 0 else 2
+            conv = nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+            _init_conv(conv)
+            layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        super().__init__(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.feat_dim = c_in
+
+
+@BACKBONES.register("small_cnn")
+def small_cnn(in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
+    """`SmallCNN`; `cifar_stem` is ignored (its first conv is already 3x3 stride 1)."""
+    net = SmallCNN(in_channels)
+    return net, net.feat_dim

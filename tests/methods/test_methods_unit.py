@@ -1,0 +1,136 @@
+"""Every registered method x {small_cnn, resnet18}: two SGD steps on a tiny random batch."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from compmod.errors import ConfigError
+from compmod.losses import barlow_twins, byol_loss, ntxent
+from compmod.methods import METHODS, SSLMethod
+from compmod.models import build_backbone
+
+BATCH, SIZE, HIDDEN, PROJ = 8, 32, 32, 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny batches gain nothing from intra-op threads, and on a shared CPU two spinning threads stall."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _params(name: str, **overrides: object) -> object:
+    """The method's typed parameters with small heads, so the test stays fast."""
+    cls = METHODS.get(name).params
+    small = {"proj_hidden_dim": HIDDEN, "proj_dim": PROJ, "pred_hidden_dim": HIDDEN, **overrides}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in small.items() if k in fields})
+
+
+def _build(name: str, backbone: str) -> SSLMethod:
+    torch.manual_seed(0)
+    # resnet18 with the ImageNet stem keeps this test fast; the CIFAR stem is covered in tests/models.
+    net, feat_dim = build_backbone(backbone, 3, cifar_stem=False)
+    return METHODS.get(name).build(net, feat_dim, _params(name))
+
+
+def _views() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(BATCH, 3, SIZE, SIZE, generator=g), torch.randn(BATCH, 3, SIZE, SIZE, generator=g)
+
+
+@pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_two_sgd_steps(name: str, backbone: str) -> None:
+    method = _build(name, backbone).train()
+    assert isinstance(method, SSLMethod)
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=0.1, momentum=0.9)
+    before = {k: p.detach().clone() for k, p in method.named_parameters() if p.requires_grad}
+    x1, x2 = _views()
+    for step in range(2):
+        out = method(x1, x2)
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss) and out.loss.requires_grad
+        assert "ssl" in out.parts and not out.parts["ssl"].requires_grad
+        for h in out.h:
+            assert h.shape == (BATCH, method.feat_dim) and h.requires_grad
+        for z in out.z:
+            assert z.shape == (BATCH, PROJ) and z.requires_grad
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        method.after_optimizer_step(progress=(step + 1) / 10)
+    after = dict(method.named_parameters())
+    for key in before:
+        if key.startswith("backbone."):
+            assert not torch.equal(before[key], after[key]), f"{key} did not change"
+    assert not torch.equal(before["projector.0.weight"], after["projector.0.weight"])
+    assert method.encode(x1).shape == (BATCH, method.feat_dim)
+
+
+@pytest.mark.parametrize("name", ["simclr", "barlow_twins"])
+def test_method_loss_is_its_loss_function(name: str) -> None:
+    method = _build(name, "small_cnn").train()
+    out = method(*_views())
+    reference = {
+        "simclr": lambda z1, z2: ntxent(z1, z2, method.loss.temperature),
+        "barlow_twins": lambda z1, z2: barlow_twins(z1, z2, method.loss.lambda_offdiag),
+    }[name]
+    assert_close(out.loss, reference(*out.z))
+
+
+def test_byol_loss_is_symmetric_sum_against_the_target() -> None:
+    method = _build("byol", "small_cnn").train()
+    x1, x2 = _views()
+    out = method(x1, x2)
+    with torch.no_grad():
+        t1, t2 = method.target(x1), method.target(x2)
+        expected = byol_loss(method.predictor(out.z[0]), t2) + byol_loss(method.predictor(out.z[1]), t1)
+    assert_close(out.loss.detach(), expected)
+
+
+def test_byol_target_is_an_ema_without_gradients() -> None:
+    method = _build("byol", "small_cnn").train()
+    online = nn.Sequential(method.backbone, method.projector)
+    for t, s in zip(method.target.parameters(), online.parameters(), strict=True):
+        assert torch.equal(t, s) and not t.requires_grad
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        out = method(*_views())
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        method.after_optimizer_step(progress=0.0)
+    assert all(p.grad is None for p in method.target.parameters())
+    pairs = list(zip(method.target.parameters(), online.parameters(), strict=True))
+    assert any(not torch.equal(t, s) for t, s in pairs)
+    # progress 1 means momentum 1: the target no longer moves
+    frozen = [t.clone() for t, _ in pairs]
+    method.after_optimizer_step(progress=1.0)
+    assert all(torch.equal(t, f) for (t, _), f in zip(pairs, frozen, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [("simclr", "temperature", 0.0), ("byol", "ema_base", 1.5), ("barlow_twins", "lambda_offdiag", -1.0)],
+)
+def test_builder_rejects_bad_parameter(name: str, field: str, value: float) -> None:
+    net, feat_dim = build_backbone("small_cnn", 1, False)
+    with pytest.raises(ConfigError, match=f"config key method.{field}: "):
+        METHODS.get(name).build(net, feat_dim, _params(name, **{field: value}))
+
+
+def test_paper_defaults() -> None:
+    assert METHODS.get("simclr").params().temperature == 0.5
+    assert METHODS.get("barlow_twins").params().lambda_offdiag == 0.0051
+    assert METHODS.get("byol").params().ema_base == 0.99
+    assert all(METHODS.get(n).params().proj_layers == 3 for n in METHODS.names())
+    assert {METHODS.get(n).augment_preset for n in METHODS.names()} == set(METHODS.names())
