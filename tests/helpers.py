@@ -17,8 +17,14 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m compmod ARGS` in a subprocess; returns the completed process (text output)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    return subprocess.run([sys.executable, "-m", "compmod", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "compmod", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_cifar10(root: Path, per_batch: int = 40, test: int = 60, seed: int = 0) -> Path:
@@ -43,7 +49,18 @@ def write_cifar10(root: Path, per_batch: int = 40, test: int = 60, seed: int = 0
             pickle.dump(batch(per_batch), f, protocol=2)
     with open(out / "test_batch", "wb") as f:
         pickle.dump(batch(test), f, protocol=2)
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
     with open(out / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names}, f, protocol=2)
     return root

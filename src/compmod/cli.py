@@ -17,8 +17,15 @@ EXIT_USER_ERROR = 2
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="YAML config file (see configs/)")
-    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set train.epochs=5 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a checkpoint's encoder")
     p.add_argument("protocol", choices=["knn", "linear", "all"])
-    p.add_argument("--checkpoint", required=True, help="path to a checkpoint (e.g. RUN_DIR/checkpoints/last.pt)")
-    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the checkpoint's config (e.g. eval.knn_k=20)")
+    p.add_argument(
+        "--checkpoint", required=True, help="path to a checkpoint (e.g. RUN_DIR/checkpoints/last.pt)"
+    )
+    p.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the checkpoint's config (e.g. eval.knn_k=20)",
+    )
 
     p = sub.add_parser("list", help="list registered methods, backbones, datasets, augmentation presets")
     p.add_argument("kind", nargs="?", choices=["methods", "backbones", "datasets", "presets"])
@@ -97,8 +113,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from compmod.methods import METHODS
     from compmod.models import BACKBONES
 
-    kinds = {"methods": METHODS.names(), "backbones": BACKBONES.names(), "datasets": DATASETS.names(),
-             "presets": preset_names()}
+    kinds = {
+        "methods": METHODS.names(),
+        "backbones": BACKBONES.names(),
+        "datasets": DATASETS.names(),
+        "presets": preset_names(),
+    }
     for kind, names in kinds.items():
         if args.kind in (None, kind):
             print(f"{kind}: {', '.join(names)}" if args.kind is None else "\n".join(names))
@@ -122,8 +142,10 @@ def _print_results(results: dict, run_dir: str) -> None:
         print(line)
     if "linear_top1" in results:
         print(f"linear probe: top-1 {results['linear_top1']:.2f}%  top-5 {results['linear_top5']:.2f}%")
-    print(f"pretraining time: {results['train_time_s']:.1f}s" +
-          (f"   evaluation time: {results['eval_time_s']:.1f}s" if "eval_time_s" in results else ""))
+    print(
+        f"pretraining time: {results['train_time_s']:.1f}s"
+        + (f"   evaluation time: {results['eval_time_s']:.1f}s" if "eval_time_s" in results else "")
+    )
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "list": cmd_list, "show-config": cmd_show_config}

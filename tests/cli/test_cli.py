@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.helpers import requires_fmnist, run_cli
 
 FAST = ["--set", "train.progress=false", "--set", "method.proj_hidden_dim=64", "--set", "method.proj_dim=32"]
@@ -38,16 +37,39 @@ def test_cli_list_and_show_config():
 @pytest.mark.slow
 def test_cli_train_fashion_mnist_then_eval_checkpoint(tmp_path):
     run = tmp_path / "run"
-    proc = run_cli("train", "--config", "configs/demo.yaml", *FAST, "--set", f"train.run_dir={run}",
-                   "--set", "data.subset=512", "--set", "train.epochs=1", "--set", "train.batch_size=128",
-                   "--set", "eval.train_subset=2000", "--set", "eval.linear_epochs=2")
+    proc = run_cli(
+        "train",
+        "--config",
+        "configs/demo.yaml",
+        *FAST,
+        "--set",
+        f"train.run_dir={run}",
+        "--set",
+        "data.subset=512",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=128",
+        "--set",
+        "eval.train_subset=2000",
+        "--set",
+        "eval.linear_epochs=2",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "kNN top-1" in proc.stdout and "raw pixels" in proc.stdout
     results = json.loads((run / "results.json").read_text())
     assert results["epochs"] == 1 and results["steps"] == 4
     assert {"knn_top1", "linear_top1", "linear_top5", "pixel_knn_top1"} <= set(results)
-    ev = run_cli("eval", "knn", "--checkpoint", str(run / "checkpoints" / "last.pt"),
-                 "--set", "eval.train_subset=2000", "--set", "train.progress=false")
+    ev = run_cli(
+        "eval",
+        "knn",
+        "--checkpoint",
+        str(run / "checkpoints" / "last.pt"),
+        "--set",
+        "eval.train_subset=2000",
+        "--set",
+        "train.progress=false",
+    )
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["knn_top1"] == pytest.approx(results["knn_top1"])
 
@@ -55,9 +77,22 @@ def test_cli_train_fashion_mnist_then_eval_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_cli_train_on_cifar10_format_folder(tmp_path, cifar10_root):
     run = tmp_path / "run"
-    proc = run_cli("train", "--set", "data.name=cifar10", "--set", f"data.root={cifar10_root}", *FAST,
-                   "--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", f"train.run_dir={run}",
-                   "--set", "eval.linear_epochs=5")
+    proc = run_cli(
+        "train",
+        "--set",
+        "data.name=cifar10",
+        "--set",
+        f"data.root={cifar10_root}",
+        *FAST,
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.batch_size=32",
+        "--set",
+        f"train.run_dir={run}",
+        "--set",
+        "eval.linear_epochs=5",
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads((run / "results.json").read_text())
     assert results["dataset"] == "cifar10" and results["steps"] == 12  # 200 images // 32 = 6 per epoch
@@ -75,8 +110,15 @@ def test_cli_wrong_value_type(tmp_path):
 
 
 def test_cli_missing_dataset_names_paths_searched(tmp_path):
-    proc = run_cli("train", "--set", "data.name=cifar10", "--set", f"data.root={tmp_path / 'nowhere'}",
-                   "--set", f"train.run_dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "train",
+        "--set",
+        "data.name=cifar10",
+        "--set",
+        f"data.root={tmp_path / 'nowhere'}",
+        "--set",
+        f"train.run_dir={tmp_path / 'run'}",
+    )
     _assert_one_line_error(proc, str(tmp_path / "nowhere"), "cifar")
 
 
@@ -89,8 +131,17 @@ def test_cli_unreadable_image_file(tmp_path):
             Image.new("L", (16, 16), color=40 * i).save(tmp_path / "imgs" / "train" / cls / f"{i}.png")
     bad = tmp_path / "imgs" / "train" / "b" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    proc = run_cli("train", "--set", "data.name=folder", "--set", f"data.root={tmp_path / 'imgs'}",
-                   "--set", "data.image_size=16", "--set", f"train.run_dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "train",
+        "--set",
+        "data.name=folder",
+        "--set",
+        f"data.root={tmp_path / 'imgs'}",
+        "--set",
+        "data.image_size=16",
+        "--set",
+        f"train.run_dir={tmp_path / 'run'}",
+    )
     _assert_one_line_error(proc, str(bad))
 
 
@@ -103,11 +154,25 @@ def test_cli_resume_without_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_cli_killed_run_resumes_from_last_checkpoint(tmp_path):
     run = tmp_path / "run"
-    args = ["train", *FAST, "--set", "data.subset=1024", "--set", "train.batch_size=64", "--set",
-            "train.epochs=4", "--set", "eval.enabled=false", "--set", f"train.run_dir={run}",
-            "--set", "train.threads=1"]
-    proc = subprocess.Popen([sys.executable, "-m", "compmod", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        "train",
+        *FAST,
+        "--set",
+        "data.subset=1024",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "eval.enabled=false",
+        "--set",
+        f"train.run_dir={run}",
+        "--set",
+        "train.threads=1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compmod", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = run / "checkpoints" / "last.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -125,6 +190,6 @@ def test_cli_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert [r["epoch"] for r in summaries][-1] == 4
     assert json.loads((run / "results.json").read_text())["steps"] == 4 * (1024 // 64)
     # the resumed process started after the last completed epoch: no epoch before it was redone
-    resumed_epochs = [r["epoch"] for r in summaries[len([r for r in done_before if "epoch_loss" in r]):]]
+    resumed_epochs = [r["epoch"] for r in summaries[len([r for r in done_before if "epoch_loss" in r]) :]]
     assert resumed_epochs and resumed_epochs[0] > epochs_done - 1 and sorted(resumed_epochs) == resumed_epochs
     assert Path(run / "config.yaml").is_file()

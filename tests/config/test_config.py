@@ -17,8 +17,18 @@ def test_config_defaults_resolve_method_params_and_preset():
 
 
 def test_config_overrides_parse_yaml_values():
-    cfg = load_config(None, ["train.lr=1e-3", "train.epochs=3", "data.subset=null", "eval.enabled=false",
-                             "augment.ops=[crop, flip]", "method.name=barlow_twins", "method.lambda_offdiag=0.01"])
+    cfg = load_config(
+        None,
+        [
+            "train.lr=1e-3",
+            "train.epochs=3",
+            "data.subset=null",
+            "eval.enabled=false",
+            "augment.ops=[crop, flip]",
+            "method.name=barlow_twins",
+            "method.lambda_offdiag=0.01",
+        ],
+    )
     assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
     assert cfg.train.epochs == 3 and cfg.data.subset is None and cfg.eval.enabled is False
     assert cfg.augment.ops == ["crop", "flip"]
@@ -41,9 +51,13 @@ def test_config_round_trip_through_yaml_dict():
 
 
 def test_config_unknown_key_suggests_the_closest():
-    with pytest.raises(ConfigError, match=r"unknown config key train\.epoch \(did you mean train\.epochs\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key train\.epoch \(did you mean train\.epochs\?\)"
+    ):
         load_config(None, ["train.epoch=3"])
-    with pytest.raises(ConfigError, match=r"unknown config key method\.temprature.*did you mean method\.temperature"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key method\.temprature.*did you mean method\.temperature"
+    ):
         load_config(None, ["method.temprature=0.1"])
     with pytest.raises(ConfigError, match="unknown config key trian"):
         load_config(None, ["trian.epochs=3"])

@@ -64,8 +64,15 @@ def test_lars_matches_reference_update():
     w = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, dtype=torch.float64, requires_grad=True)
     lr, mom, wd, eta = 0.2, 0.9, 1e-2, 1e-3
-    opt = LARS([{"params": [w], "weight_decay": wd, "lars_exclude": False},
-                {"params": [b], "weight_decay": 0.0, "lars_exclude": True}], lr=lr, momentum=mom, eta=eta)
+    opt = LARS(
+        [
+            {"params": [w], "weight_decay": wd, "lars_exclude": False},
+            {"params": [b], "weight_decay": 0.0, "lars_exclude": True},
+        ],
+        lr=lr,
+        momentum=mom,
+        eta=eta,
+    )
     expected_w, expected_b = w.detach().clone(), b.detach().clone()
     mu_w, mu_b = torch.zeros_like(w), torch.zeros_like(b)
     for _ in range(3):

@@ -6,18 +6,25 @@ import json
 
 import pytest
 import torch
+from tests.helpers import requires_fmnist
 
 from compmod.config import load_config
 from compmod.engine.run import train_and_evaluate
 from compmod.engine.trainer import Trainer, checkpoint_path
 from compmod.errors import CheckpointError, NonFiniteLossError
 from compmod.methods import METHODS
-from tests.helpers import requires_fmnist
 
 pytestmark = requires_fmnist
 
-SMALL = ["data.subset=64", "train.batch_size=16", "method.proj_hidden_dim=64", "method.proj_dim=32",
-         "train.progress=false", "eval.enabled=false", "train.threads=2"]
+SMALL = [
+    "data.subset=64",
+    "train.batch_size=16",
+    "method.proj_hidden_dim=64",
+    "method.proj_dim=32",
+    "train.progress=false",
+    "eval.enabled=false",
+    "train.threads=2",
+]
 
 
 def _cfg(tmp_path, *extra: str):
@@ -35,7 +42,9 @@ def test_trainer_two_steps_every_method_and_backbone(tmp_path, method, backbone)
     after = trainer.method.backbone.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
     lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert lines[0]["step"] == 1 and all(torch.isfinite(torch.tensor(r["loss"])) for r in lines if "loss" in r)
+    assert lines[0]["step"] == 1 and all(
+        torch.isfinite(torch.tensor(r["loss"])) for r in lines if "loss" in r
+    )
     assert checkpoint_path(tmp_path / "run").is_file()
 
 
@@ -84,14 +93,18 @@ def test_trainer_stops_on_non_finite_loss_naming_step_and_parts(tmp_path, monkey
         return out
 
     monkeypatch.setattr(type(t.method), "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 2, step 5 \(parts: ssl=nan\).*"
-                                                 r"last good checkpoint: .*last\.pt"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"non-finite loss nan at epoch 2, step 5 \(parts: ssl=nan\).*"
+        r"last good checkpoint: .*last\.pt",
+    ):
         t.fit()
 
 
 def test_train_and_evaluate_writes_results_with_all_metrics(tmp_path):
-    cfg = _cfg(tmp_path, "eval.enabled=true", "eval.train_subset=500", "eval.linear_epochs=2",
-               "train.max_steps=2")
+    cfg = _cfg(
+        tmp_path, "eval.enabled=true", "eval.train_subset=500", "eval.linear_epochs=2", "train.max_steps=2"
+    )
     results = train_and_evaluate(cfg)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     for key in ("knn_top1", "knn_weighted_top1", "linear_top1", "linear_top5", "pixel_knn_top1"):

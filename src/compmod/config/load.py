@@ -35,7 +35,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -105,14 +107,26 @@ def validate(cfg: Config) -> None:
         (cfg.train.weight_decay >= 0, "train.weight_decay", cfg.train.weight_decay, "a float >= 0"),
         (cfg.train.warmup_epochs >= 0, "train.warmup_epochs", cfg.train.warmup_epochs, "a float >= 0"),
         (cfg.data.subset is None or cfg.data.subset >= 2, "data.subset", cfg.data.subset, "null or >= 2"),
-        (cfg.data.image_size is None or cfg.data.image_size >= 8, "data.image_size", cfg.data.image_size,
-         "null or an integer >= 8"),
+        (
+            cfg.data.image_size is None or cfg.data.image_size >= 8,
+            "data.image_size",
+            cfg.data.image_size,
+            "null or an integer >= 8",
+        ),
         (cfg.data.channels in (None, 1, 3), "data.channels", cfg.data.channels, "null, 1 or 3"),
-        (0 < cfg.data.holdout_fraction < 1, "data.holdout_fraction", cfg.data.holdout_fraction,
-         "a float in (0, 1)"),
+        (
+            0 < cfg.data.holdout_fraction < 1,
+            "data.holdout_fraction",
+            cfg.data.holdout_fraction,
+            "a float in (0, 1)",
+        ),
         (cfg.eval.knn_k >= 1, "eval.knn_k", cfg.eval.knn_k, "an integer >= 1"),
-        (cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps", cfg.train.max_steps,
-         "null or an integer >= 1"),
+        (
+            cfg.train.max_steps is None or cfg.train.max_steps >= 1,
+            "train.max_steps",
+            cfg.train.max_steps,
+            "null or an integer >= 1",
+        ),
     ]
     for ok, key, value, accepted in checks:
         if not ok:
@@ -125,7 +139,9 @@ def validate(cfg: Config) -> None:
             )
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
-        raise ConfigError(f"config key train.device: {dev!r} is not accepted; expected auto, cpu, cuda or cuda:N")
+        raise ConfigError(
+            f"config key train.device: {dev!r} is not accepted; expected auto, cpu, cuda or cuda:N"
+        )
 
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
@@ -230,7 +246,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ConfigError(f"config key {path}: expected a list of {len(args)} values, got {_describe(value)}")
+            raise ConfigError(
+                f"config key {path}: expected a list of {len(args)} values, got {_describe(value)}"
+            )
         return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is list:
         if not isinstance(value, list | tuple):

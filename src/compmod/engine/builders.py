@@ -13,8 +13,13 @@ def build_dataset(cfg: Config, split: str) -> ImageDataset:
     """Load `split` ("pretrain", "train" or "test"); `data.subset` keeps the first N pretraining images."""
     d = cfg.data
     ds = load_dataset(
-        d.name, split, root=d.root, image_size=d.image_size, channels=d.channels,
-        holdout_fraction=d.holdout_fraction, seed=cfg.train.seed,
+        d.name,
+        split,
+        root=d.root,
+        image_size=d.image_size,
+        channels=d.channels,
+        holdout_fraction=d.holdout_fraction,
+        seed=cfg.train.seed,
     )
     n = d.subset if split == "pretrain" else (cfg.eval.train_subset if split == "train" else None)
     if n is not None and n < len(ds):

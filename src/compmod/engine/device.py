@@ -16,7 +16,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"config key train.device: {name!r} was asked for but no CUDA device is available; use cpu")
+        raise ConfigError(
+            f"config key train.device: {name!r} was asked for but no CUDA device is available; use cpu"
+        )
     return device
 
 

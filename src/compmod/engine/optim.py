@@ -35,7 +35,9 @@ class LARS(torch.optim.Optimizer):
     then heavy-ball momentum and the step `w <- w - lr·m`.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
+    def __init__(
+        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+    ):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
 
     @torch.no_grad()

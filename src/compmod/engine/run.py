@@ -16,14 +16,20 @@ def train_and_evaluate(cfg: Config, resume: bool = False, overwrite: bool = Fals
     state = trainer.fit()
     train_s = time.perf_counter() - t0
     results: dict[str, Any] = {
-        "method": cfg.method.name, "backbone": cfg.model.backbone, "dataset": cfg.data.name,
-        "epochs": state.epoch, "steps": state.step, "train_time_s": round(train_s, 2),
+        "method": cfg.method.name,
+        "backbone": cfg.model.backbone,
+        "dataset": cfg.data.name,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "train_time_s": round(train_s, 2),
     }
     if cfg.eval.enabled:
         which = [w for w in EVALS if w != "linear" or cfg.eval.linear]
         which = [w for w in which if w != "pixel_knn" or cfg.eval.pixel_knn]
         t1 = time.perf_counter()
-        results.update(evaluate(trainer.method.encode, cfg, trainer.device, trainer.data.mean, trainer.data.std, which))
+        results.update(
+            evaluate(trainer.method.encode, cfg, trainer.device, trainer.data.mean, trainer.data.std, which)
+        )
         results["eval_time_s"] = round(time.perf_counter() - t1, 2)
     write_results(cfg.train.run_dir, results)
     return results

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0
+) -> float:
     """Linear warm-up from base_lr/warmup_steps to base_lr over `warmup_steps`, then cosine to `min_lr`.
 
     As in SimCLR/BYOL/Barlow Twins (and FAIR's `adjust_learning_rate`); `step` counts from 0.

@@ -85,8 +85,11 @@ class Trainer:
             "step": self.state.step,
             "rng": {"torch": torch.get_rng_state(), "augment": self.aug_gen.get_state()},
             "config": config_to_dict(self.cfg),
-            "data": {"shape": list(self.data.images.shape[1:]), "mean": list(self.data.mean),
-                     "std": list(self.data.std)},
+            "data": {
+                "shape": list(self.data.images.shape[1:]),
+                "mean": list(self.data.mean),
+                "std": list(self.data.std),
+            },
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -117,9 +120,16 @@ class Trainer:
         cfg = self.cfg.train
         epoch = self.state.epoch
         self.method.train()
-        order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        bar = tqdm(range(self.state.batch, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
-                   leave=False, dynamic_ncols=True)
+        order = torch.randperm(
+            len(self.data), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        )
+        bar = tqdm(
+            range(self.state.batch, self.steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
         t0, seen, done, sums = time.perf_counter(), 0, 0, {}
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
@@ -158,8 +168,11 @@ class Trainer:
         summary.update(epoch=epoch + 1, images_per_s=seen / max(elapsed, 1e-9), epoch_time_s=elapsed)
         logger.log(summary, self.state.step)
         if cfg.progress:
-            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {summary['epoch_loss']:.4f}  "
-                  f"{summary['images_per_s']:.0f} img/s  {elapsed:.1f}s", flush=True)
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {summary['epoch_loss']:.4f}  "
+                f"{summary['images_per_s']:.0f} img/s  {elapsed:.1f}s",
+                flush=True,
+            )
         if self.state.batch == self.steps_per_epoch:
             self.state.epoch, self.state.batch = epoch + 1, 0
         save_checkpoint(self._checkpoint(), self.ckpt_path)
