@@ -46,7 +46,7 @@ def test_backbone_output_shape(name: str, in_channels: int, cifar_stem: bool) ->
 
 
 def test_backbone_feature_dims() -> None:
-    assert build_backbone("small_cnn", 1, False)[1] == 256
+    assert build_backbone("small_cnn", 1, False)[1] == 512
     assert build_backbone("resnet18", 3, True)[1] == 512
 
 

@@ -64,14 +64,19 @@ def resnet50(in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
 
 
 class SmallCNN(nn.Sequential):
-    """A fast CNN for CPU runs on 28-32 px images: conv3x3-BN-ReLU stages, global average pool.
+    """A fast CNN for CPU runs on 28-32 px images: conv3x3-BN-ReLU stages, then a 4x4 grid and a linear layer.
 
-    Channels 32 (stride 1) -> 64 (stride 2) -> 128 (stride 2) -> 256 (stride 2); d' = 256.
-    On 28x28x1 input: 28 -> 14 -> 7 -> 4 px, about 0.024 GFLOP (multiply-adds x 2) per image.
+    Channels 32 (stride 1) -> 64 (stride 2) -> 128 (stride 2) -> 256 (stride 2), adaptive average pool to
+    4x4 (the identity for 28 and 32 px input), flatten, Linear(4096, 512)-BN-ReLU; d' = 512.
+    The flattened 4x4 grid keeps the coarse spatial layout that global average pooling would discard: on
+    Fashion-MNIST (SimCLR, 3 epochs, demo preset) 5-NN top-1 was 86.38 % with it against 85.08 % with
+    global pooling. About 0.029 GFLOP (multiply-adds x 2) per 28x28x1 image.
     Every conv is followed by BatchNorm (the bi-level tests rely on BN being present).
     """
 
     widths: tuple[int, ...] = (32, 64, 128, 256)
+    grid: int = 4
+    out_dim: int = 512
 
     def __init__(self, in_channels: int) -> None:
         layers: list[nn.Module] = []
@@ -82,8 +87,16 @@ class SmallCNN(nn.Sequential):
             _init_conv(conv)
             layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
             c_in = c_out
-        super().__init__(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        self.feat_dim = c_in
+        fc = nn.Linear(c_in * self.grid**2, self.out_dim, bias=False)
+        super().__init__(
+            *layers,
+            nn.AdaptiveAvgPool2d(self.grid),
+            nn.Flatten(1),
+            fc,
+            nn.BatchNorm1d(self.out_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.feat_dim = self.out_dim
 
 
 @BACKBONES.register("small_cnn")
