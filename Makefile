@@ -35,7 +35,7 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 
 bench: setup data
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.augment_vs_torchvision
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
