@@ -1,0 +1,219 @@
+"""CompMod: the comprehensive head g_xi, L_mcr in the real step, and the bi-level update of xi.
+
+A plug-in for any training loop whose model returns a `StepOutput` (or `(loss, (h1, h2), (z1, z2))`):
+
+    reg = CompMod(feat_dim=512, emb_dim=128)
+    out = model(x1, x2)
+    loss = out.loss + reg.regularize(out.h, out.z).loss      # + lambda1 * L_mcr, xi held fixed
+    optimizer.zero_grad(); loss.backward()
+    reg.meta_step(model, x1, x2, lr)                          # xi <- xi - lr_xi * hypergradient
+    optimizer.step()
+
+`meta_step` must run after `backward()` and before `optimizer.step()`: the `jvp` mode reads the real
+step's gradient from `.grad` at the current parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from compmod.losses.mec import SCALES, comp_loss, lambda_at, mcr_loss, mec_lambda
+from compmod.meta.functional import head_call, trainable
+from compmod.meta.hypergrad import MODES, BilevelProblem, hypergrad_exact, hypergrad_jvp, hypergrad_off
+from compmod.models.heads import mlp
+from compmod.regularizers.fusion import FUSIONS, fuse, fusion_dims
+
+
+class CompModHead(nn.Module):
+    """g_xi: fused input -> hidden -> d (Linear-BN-ReLU-Linear); sizes from `fusion_dims`."""
+
+    def __init__(self, fusion: str, feat_dim: int, emb_dim: int) -> None:
+        super().__init__()
+        in_dim, hidden = fusion_dims(fusion, feat_dim, emb_dim)
+        self.net = mlp(in_dim, hidden, emb_dim, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class RegOutput:
+    """loss: lambda1 * L_mcr, to add to the method's loss. parts: detached values to log."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor | float]
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+class CompMod:
+    """Meta Comprehensive Regularization around any SSL model (Algorithm 1 of the CompMod paper).
+
+    Args:
+        feat_dim: d', backbone feature size. emb_dim: d, projection size.
+        fusion: concat_h (Eq. 5) | concat_z (Eq. 12) | mixup_h (Eq. 11; alpha ~ U(0, 1) per sample, or
+            `mixup_alpha` fixed).
+        lambda1: weight of L_mcr in the real step. lambda2: weight of L_comp in the meta step.
+        order: Taylor order of the log-det series (even; 4 by default). eps_sq: MEC's eps^2, giving
+            lam = d / (m * eps_sq). lambda_warmup_steps: lam warms up from lam/8 (MEC's schedule).
+        scale: mec (default: -T/(lam*m)) | paper (-(m+d)/2 * T).
+        detach_input: detach the fused input (h, or z for concat_z) on its way into g_xi in the real step.
+        mode: jvp (exact hypergradient by forward mode, default) | exact (double backward) | off (xi
+            trained by lambda2 * L_comp only: the paper's "No bi-level" row).
+        r: look-ahead step; None uses the `lr` passed to `meta_step`. every: update xi every K steps.
+        optimizer, lr, momentum: xi's optimiser (sgd | adam); lr None uses the `lr` of `meta_step`.
+    """
+
+    def __init__(
+        self,
+        feat_dim: int,
+        emb_dim: int,
+        *,
+        fusion: str = "concat_h",
+        mixup_alpha: float | None = None,
+        lambda1: float = 1.0,
+        lambda2: float = 1.0,
+        order: int = 4,
+        eps_sq: float = 64.0,
+        lambda_warmup_steps: int = 0,
+        scale: str = "mec",
+        detach_input: bool = False,
+        mode: str = "jvp",
+        r: float | None = None,
+        every: int = 1,
+        optimizer: str = "sgd",
+        lr: float | None = None,
+        momentum: float = 0.9,
+        seed: int = 0,
+    ) -> None:
+        _check_choice("fusion", fusion, FUSIONS)
+        _check_choice("scale", scale, SCALES)
+        _check_choice("mode", mode, MODES)
+        _check_choice("optimizer", optimizer, ("sgd", "adam"))
+        if every < 1 or order < 1 or lambda1 < 0 or lambda2 < 0:
+            raise ValueError(
+                f"need every >= 1, order >= 1, lambda1 >= 0, lambda2 >= 0; got every={every}, "
+                f"order={order}, lambda1={lambda1}, lambda2={lambda2}"
+            )
+        if mixup_alpha is not None and not 0.0 <= mixup_alpha <= 1.0:
+            raise ValueError(f"mixup_alpha must be in [0, 1] or None, got {mixup_alpha}")
+        self.fusion, self.mixup_alpha, self.scale, self.mode = fusion, mixup_alpha, scale, mode
+        self.lambda1, self.lambda2, self.order, self.eps_sq = lambda1, lambda2, order, eps_sq
+        self.lambda_warmup_steps, self.detach_input = lambda_warmup_steps, detach_input
+        self.r, self.every, self.lr = r, every, lr
+        self.head = CompModHead(fusion, feat_dim, emb_dim)
+        params = list(self.head.parameters())
+        self.optimizer: torch.optim.Optimizer = (
+            torch.optim.SGD(params, lr=lr or 0.0, momentum=momentum)
+            if optimizer == "sgd"
+            else torch.optim.Adam(params, lr=lr or 1e-3)
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0
+        self._cache: dict[str, Any] | None = None
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CompMod:
+        self.head.to(device=device, dtype=dtype)
+        return self
+
+    def train(self, mode: bool = True) -> CompMod:
+        self.head.train(mode)
+        return self
+
+    def current_lambda(self, m: int, d: int) -> float:
+        return lambda_at(self.step, self.lambda_warmup_steps, mec_lambda(m, d, self.eps_sq))
+
+    def regularize(
+        self, h: tuple[torch.Tensor, torch.Tensor], z: tuple[torch.Tensor, torch.Tensor]
+    ) -> RegOutput:
+        """lambda1 * L_mcr(z_hat, z1, z2) with xi held fixed; gradients reach omega through z (and h,
+        unless `detach_input`)."""
+        m, d = z[0].shape
+        lam = self.current_lambda(m, d)
+        alpha = None
+        if self.fusion == "mixup_h":
+            alpha = (
+                torch.full((m, 1), self.mixup_alpha)
+                if self.mixup_alpha is not None
+                else torch.rand((m, 1), generator=self.generator)
+            ).to(h[0].device, h[0].dtype)
+        x = fuse(self.fusion, h, z, alpha)
+        xi = {n: p.detach() for n, p in trainable(self.head).items()}
+        z_hat = head_call(self.head, xi, x.detach() if self.detach_input else x, real_buffers=True)
+        mcr = mcr_loss(z_hat, z[0], z[1], lam, self.order, self.scale)  # type: ignore[arg-type]
+        with torch.no_grad():
+            comp = comp_loss(z_hat, lam, self.order, self.scale)  # type: ignore[arg-type]
+        self._cache = {
+            "h": tuple(t.detach() for t in h),
+            "z": tuple(t.detach() for t in z),
+            "alpha": alpha,
+            "lam": lam,
+        }
+        return RegOutput(self.lambda1 * mcr, {"mcr": mcr.detach(), "comp": comp, "lambda": lam})
+
+    def problem(self, r: float, lam: float, alpha: torch.Tensor | None = None) -> BilevelProblem:
+        return BilevelProblem(
+            self.head,
+            self.fusion,
+            alpha,
+            self.detach_input,
+            lam,
+            self.order,
+            self.scale,
+            self.lambda1,
+            self.lambda2,
+            r,
+        )
+
+    def hypergradient(
+        self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float
+    ) -> list[torch.Tensor]:
+        """The xi-gradient of F for the batch last passed to `regularize` (in `self.mode`)."""
+        if self._cache is None:
+            raise RuntimeError("call regularize(h, z) before meta_step/hypergradient")
+        c = self._cache
+        problem = self.problem(self.r if self.r is not None else lr, c["lam"], c["alpha"])
+        if self.mode == "off":
+            return hypergrad_off(problem, c["h"], c["z"])
+        if self.mode == "exact":
+            return hypergrad_exact(problem, model, x1, x2)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable(model).values()]
+        return hypergrad_jvp(problem, model, x1, x2, grads)
+
+    def meta_step(self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float) -> dict[str, float]:
+        """Update xi (every `every` steps). Call after backward() and before the main optimizer.step()."""
+        run = self.step % self.every == 0
+        self.step += 1
+        if not run:
+            return {}
+        grads = self.hypergradient(model, x1, x2, lr)
+        for p, g in zip(self.head.parameters(), grads, strict=True):
+            p.grad = g
+        if self.lr is None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+        return {"hypergrad_norm": float(norm)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
