@@ -3,6 +3,7 @@
 from compmod.config.augment import AUGMENT_OPS, AugmentConfig, ViewAugment
 from compmod.config.load import config_from_dict, config_to_dict, dump_config, load_config
 from compmod.config.schema import (
+    CompModConfig,
     Config,
     DataConfig,
     EvalConfig,
@@ -14,6 +15,7 @@ from compmod.config.schema import (
 __all__ = [
     "AUGMENT_OPS",
     "AugmentConfig",
+    "CompModConfig",
     "Config",
     "DataConfig",
     "EvalConfig",

@@ -13,6 +13,7 @@ import yaml
 
 from compmod.config.augment import AUGMENT_OPS, AugmentConfig
 from compmod.config.schema import Config, MethodConfig
+from compmod.config.yaml_loader import load_yaml
 from compmod.errors import ConfigError, did_you_mean
 
 
@@ -29,7 +30,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = load_yaml(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -47,7 +48,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
     parts = key.strip().split(".")
@@ -127,6 +128,24 @@ def validate(cfg: Config) -> None:
             cfg.train.max_steps,
             "null or an integer >= 1",
         ),
+    ]
+    for ok, key, value, accepted in checks:
+        if not ok:
+            raise ConfigError(f"config key {key}: {value!r} is not accepted; expected {accepted}")
+    cm = cfg.compmod
+    checks = [
+        (cm.order >= 1, "compmod.order", cm.order, "an integer >= 1 (even recommended)"),
+        (cm.lambda1 >= 0, "compmod.lambda1", cm.lambda1, "a float >= 0"),
+        (cm.lambda2 >= 0, "compmod.lambda2", cm.lambda2, "a float >= 0"),
+        (cm.eps_sq > 0, "compmod.eps_sq", cm.eps_sq, "a float > 0"),
+        (cm.meta.every >= 1, "compmod.meta.every", cm.meta.every, "an integer >= 1"),
+        (
+            cm.mixup_alpha is None or 0 <= cm.mixup_alpha <= 1,
+            "compmod.mixup_alpha",
+            cm.mixup_alpha,
+            "null or a float in [0, 1]",
+        ),
+        (cm.meta.r is None or cm.meta.r > 0, "compmod.meta.r", cm.meta.r, "null or a float > 0"),
     ]
     for ok, key, value, accepted in checks:
         if not ok:

@@ -33,6 +33,35 @@ class MethodConfig:
 
 
 @dataclass
+class MetaConfig:
+    """The bi-level update of xi (Algorithm 1)."""
+
+    mode: Literal["jvp", "exact", "off"] = "jvp"  # off = the paper's "No bi-level" ablation
+    r: float | None = None  # look-ahead step; null: the current learning rate
+    every: int = 1  # update xi every K steps
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float | None = None  # xi's learning rate; null: the current learning rate (Algorithm 1 uses r)
+    momentum: float = 0.9
+
+
+@dataclass
+class CompModConfig:
+    """Meta Comprehensive Regularization, attached to any method with `enabled: true`."""
+
+    enabled: bool = False
+    fusion: Literal["concat_h", "concat_z", "mixup_h"] = "concat_h"
+    mixup_alpha: float | None = None  # mixup_h: fixed alpha; null: alpha ~ U(0, 1) per sample
+    lambda1: float = 1.0  # weight of L_mcr in the real step (mec scale)
+    lambda2: float = 1.0  # weight of L_comp in the meta step (mec scale)
+    order: int = 4  # Taylor order of the log-det series (even)
+    eps_sq: float = 64.0  # MEC's eps^2: lam = d / (m * eps_sq)
+    lambda_warmup_epochs: float = 1.0  # lam rises from lam/8 to lam (MEC's schedule)
+    scale: Literal["mec", "paper"] = "mec"
+    detach_input: bool = False  # detach h (z for concat_z) on its way into g_xi in the real step
+    meta: MetaConfig = field(default_factory=MetaConfig)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 256
@@ -50,6 +79,7 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     tensorboard: bool = False
+    dtype: Literal["float32", "float64"] = "float32"  # float64 to check the maths
 
 
 @dataclass
@@ -73,5 +103,6 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    compmod: CompModConfig = field(default_factory=CompModConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

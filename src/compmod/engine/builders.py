@@ -7,6 +7,7 @@ from compmod.data.augment import BatchAugment, build_views
 from compmod.data.datasets import ImageDataset, load_dataset
 from compmod.methods import METHODS, SSLMethod
 from compmod.models import build_backbone
+from compmod.regularizers import CompMod
 
 
 def build_dataset(cfg: Config, split: str) -> ImageDataset:
@@ -38,3 +39,35 @@ def build_augmentations(
     cfg: Config, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> tuple[BatchAugment, BatchAugment]:
     return build_views(cfg.augment, image_size, mean, std)
+
+
+def build_compmod(cfg: Config, method: SSLMethod, steps_per_epoch: int) -> CompMod | None:
+    """The CompMod regularizer of `cfg.compmod`, or None when it is not enabled."""
+    c = cfg.compmod
+    if not c.enabled:
+        return None
+    return CompMod(
+        method.feat_dim,
+        cfg.method.params.proj_dim,
+        fusion=c.fusion,
+        mixup_alpha=c.mixup_alpha,
+        lambda1=c.lambda1,
+        lambda2=c.lambda2,
+        order=c.order,
+        eps_sq=c.eps_sq,
+        lambda_warmup_steps=round(c.lambda_warmup_epochs * steps_per_epoch),
+        scale=c.scale,
+        detach_input=c.detach_input,
+        mode=c.meta.mode,
+        r=c.meta.r,
+        every=c.meta.every,
+        optimizer=c.meta.optimizer,
+        lr=c.meta.lr,
+        momentum=c.meta.momentum,
+        seed=cfg.train.seed + 2,
+    )
+
+
+def method_label(cfg: Config) -> str:
+    """`simclr`, or `simclr+compmod` when CompMod is attached."""
+    return cfg.method.name + ("+compmod" if cfg.compmod.enabled else "")

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from compmod.config.schema import Config
+from compmod.engine.builders import method_label
 from compmod.engine.trainer import Trainer, write_results
 from compmod.eval.protocol import EVALS, evaluate
 
@@ -16,7 +17,7 @@ def train_and_evaluate(cfg: Config, resume: bool = False, overwrite: bool = Fals
     state = trainer.fit()
     train_s = time.perf_counter() - t0
     results: dict[str, Any] = {
-        "method": cfg.method.name,
+        "method": method_label(cfg),
         "backbone": cfg.model.backbone,
         "dataset": cfg.data.name,
         "epochs": state.epoch,
@@ -28,7 +29,15 @@ def train_and_evaluate(cfg: Config, resume: bool = False, overwrite: bool = Fals
         which = [w for w in which if w != "pixel_knn" or cfg.eval.pixel_knn]
         t1 = time.perf_counter()
         results.update(
-            evaluate(trainer.method.encode, cfg, trainer.device, trainer.data.mean, trainer.data.std, which)
+            evaluate(
+                trainer.method.encode,
+                cfg,
+                trainer.device,
+                trainer.data.mean,
+                trainer.data.std,
+                which,
+                trainer.dtype,
+            )
         )
         results["eval_time_s"] = round(time.perf_counter() - t1, 2)
     write_results(cfg.train.run_dir, results)

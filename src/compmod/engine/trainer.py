@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from compmod.config.load import config_to_dict, dump_config
 from compmod.config.schema import Config
-from compmod.engine.builders import build_augmentations, build_dataset, build_method
+from compmod.engine.builders import build_augmentations, build_compmod, build_dataset, build_method
 from compmod.engine.checkpoint import load_checkpoint, save_checkpoint
 from compmod.engine.device import resolve_device, seed_everything, set_threads
 from compmod.engine.metrics import MetricsLogger
@@ -60,7 +60,8 @@ class Trainer:
         self.data = build_dataset(cfg, "pretrain")
         c, h, w = self.data.images.shape[1:]
         self.image_size = h
-        self.method = build_method(cfg, c, h).to(self.device)
+        self.dtype = getattr(torch, cfg.train.dtype)
+        self.method = build_method(cfg, c, h).to(self.device, self.dtype)
         self.views = [v.to(self.device) for v in build_augmentations(cfg, h, self.data.mean, self.data.std)]
         self.optimizer = build_optimizer([self.method], cfg.train)
         self.steps_per_epoch = len(self.data) // cfg.train.batch_size
@@ -69,6 +70,9 @@ class Trainer:
                 f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.data)} pretraining "
                 "images; lower train.batch_size or raise data.subset"
             )
+        self.compmod = build_compmod(cfg, self.method, self.steps_per_epoch)
+        if self.compmod is not None:
+            self.compmod.to(self.device, self.dtype)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.state = RunState()
@@ -84,6 +88,7 @@ class Trainer:
             "batch": self.state.batch,
             "step": self.state.step,
             "rng": {"torch": torch.get_rng_state(), "augment": self.aug_gen.get_state()},
+            "compmod": self.compmod.state_dict() if self.compmod is not None else None,
             "config": config_to_dict(self.cfg),
             "data": {
                 "shape": list(self.data.images.shape[1:]),
@@ -95,6 +100,12 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.compmod is not None:
+            if state.get("compmod") is None:
+                raise CheckpointError(
+                    f"{str(self.ckpt_path)!r} was written without CompMod; cannot resume with it"
+                )
+            self.compmod.load_state_dict(state["compmod"])
         self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
         torch.set_rng_state(state["rng"]["torch"])
         self.aug_gen.set_state(state["rng"]["augment"])
@@ -120,6 +131,8 @@ class Trainer:
         cfg = self.cfg.train
         epoch = self.state.epoch
         self.method.train()
+        if self.compmod is not None:
+            self.compmod.train()
         order = torch.randperm(
             len(self.data), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         )
@@ -137,9 +150,16 @@ class Trainer:
             lr = warmup_cosine(self.state.step, self.total_steps, warmup, cfg.lr, cfg.lr * cfg.min_lr_ratio)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            out = self.method(self.views[0](x, self.aug_gen), self.views[1](x, self.aug_gen))
-            parts = {k: float(v) for k, v in out.parts.items()}
-            loss = float(out.loss.detach())
+            x1 = self.views[0](x, self.aug_gen).to(self.dtype)
+            x2 = self.views[1](x, self.aug_gen).to(self.dtype)
+            out = self.method(x1, x2)
+            total, parts = out.loss, dict(out.parts)
+            if self.compmod is not None:
+                reg = self.compmod.regularize(out.h, out.z)
+                total = total + reg.loss
+                parts.update(reg.parts)
+            loss = float(total.detach())
+            parts = {k: float(v) for k, v in parts.items()}
             if not math.isfinite(loss):
                 last = str(self.ckpt_path) if self.ckpt_path.is_file() else "none yet"
                 raise NonFiniteLossError(
@@ -148,7 +168,9 @@ class Trainer:
                     f"last good checkpoint: {last}; lower train.lr or check the data"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            total.backward()
+            if self.compmod is not None:
+                parts.update(self.compmod.meta_step(self.method, x1, x2, lr))
             self.optimizer.step()
             self.state.step += 1
             self.state.batch = i + 1

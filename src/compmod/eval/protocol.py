@@ -22,6 +22,7 @@ def evaluate(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     which: Collection[str] = EVALS,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, float]:
     """Features of the labelled train split (kNN bank / probe training) and the full test split.
 
@@ -38,7 +39,7 @@ def evaluate(
     if {"knn", "linear"} & set(which):
 
         def transform(x: torch.Tensor) -> torch.Tensor:
-            return eval_transform(x, size, mean, std)
+            return eval_transform(x, size, mean, std).to(dtype)
 
         f_train = extract_features(encode, train.images, transform, e.batch_size, device, cfg.train.progress)
         f_test = extract_features(encode, test.images, transform, e.batch_size, device, cfg.train.progress)

@@ -27,9 +27,13 @@ SCALES = ("mec", "paper")
 
 def _check(a: torch.Tensor, b: torch.Tensor, lam: float, order: int) -> None:
     if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"mec_taylor expects 2-D (m, d) inputs, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"mec_taylor expects 2-D (m, d) inputs, got shapes {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.shape != b.shape:
-        raise ValueError(f"mec_taylor expects inputs of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"mec_taylor expects inputs of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.shape[0] < 1:
         raise ValueError("mec_taylor needs at least one row")
     if not isinstance(order, int) or isinstance(order, bool) or order < 1:
