@@ -27,12 +27,12 @@ demo: setup data
 	$(BIN)/compmod train --config configs/demo.yaml
 
 test: setup data
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 bench: setup data
 	$(BIN)/python -m benchmarks.augment_vs_torchvision

@@ -18,6 +18,7 @@ Every look-ahead pass runs on cloned buffers: BatchNorm statistics and EMA teach
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -112,7 +113,9 @@ def hypergrad_jvp(
     def hz(params):
         return stateless_forward(model, params, x1, x2)[1:]
 
-    primals, tangents = jvp(hz, (omega,), (dict(zip(omega, v, strict=True)),))
+    with warnings.catch_warnings():  # torch's own forward-mode decompositions call torch.jit.script
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        primals, tangents = jvp(hz, (omega,), (dict(zip(omega, v, strict=True)),))
     leaves = [t.detach().requires_grad_() for t in primals]
     h, z = (leaves[0], leaves[1]), (leaves[2], leaves[3])
     xi = _xi(problem)
