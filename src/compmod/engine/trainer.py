@@ -106,6 +106,10 @@ class Trainer:
                     f"{str(self.ckpt_path)!r} was written without CompMod; cannot resume with it"
                 )
             self.compmod.load_state_dict(state["compmod"])
+        elif state.get("compmod") is not None:
+            raise CheckpointError(
+                f"{str(self.ckpt_path)!r} was written with CompMod; resume with compmod.enabled=true"
+            )
         self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
         torch.set_rng_state(state["rng"]["torch"])
         self.aug_gen.set_state(state["rng"]["augment"])

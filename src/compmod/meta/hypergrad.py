@@ -28,7 +28,6 @@ from torch.func import jvp
 
 from compmod.losses.mec import comp_loss, mcr_loss
 from compmod.meta.functional import head_call, stateless_forward, trainable, zeros_for_none
-from compmod.regularizers.fusion import fuse
 
 MODES = ("jvp", "exact", "off")
 
@@ -49,6 +48,8 @@ class BilevelProblem:
     r: float
 
     def z_hat(self, xi: Mapping[str, torch.Tensor], h, z, real_buffers: bool = False) -> torch.Tensor:
+        from compmod.regularizers.fusion import fuse  # here: regularizers imports this module
+
         x = fuse(self.fusion, h, z, self.alpha)
         return head_call(self.head, xi, x.detach() if self.detach_input else x, real_buffers)
 

@@ -10,7 +10,10 @@ A plug-in for any training loop whose model returns a `StepOutput` (or `(loss, (
     optimizer.step()
 
 `meta_step` must run after `backward()` and before `optimizer.step()`: the `jvp` mode reads the real
-step's gradient from `.grad` at the current parameters.
+step's gradient from `.grad` at the current parameters. The look-ahead re-runs `model(x1, x2)`
+statelessly, so the model's forward must be a deterministic function of its parameters and inputs (no
+augmentation or dropout inside it); omega is every parameter of `model` that requires grad. CompMod is
+not an `nn.Module`: move it with `.to(device)` and checkpoint `reg.state_dict()` beside the model's.
 """
 
 from __future__ import annotations
@@ -140,10 +143,10 @@ class CompMod:
         alpha = None
         if self.fusion == "mixup_h":
             alpha = (
-                torch.full((m, 1), self.mixup_alpha)
+                torch.full((m, 1), self.mixup_alpha, dtype=h[0].dtype)
                 if self.mixup_alpha is not None
-                else torch.rand((m, 1), generator=self.generator)
-            ).to(h[0].device, h[0].dtype)
+                else torch.rand((m, 1), generator=self.generator, dtype=h[0].dtype)
+            ).to(h[0].device)
         x = fuse(self.fusion, h, z, alpha)
         xi = {n: p.detach() for n, p in trainable(self.head).items()}
         z_hat = head_call(self.head, xi, x.detach() if self.detach_input else x, real_buffers=True)
