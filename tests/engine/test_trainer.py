@@ -23,7 +23,7 @@ SMALL = [
     "method.proj_dim=32",
     "train.progress=false",
     "eval.enabled=false",
-    "train.threads=2",
+    "train.threads=1",
 ]
 
 

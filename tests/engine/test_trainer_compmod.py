@@ -4,7 +4,6 @@ x meta mode, the metrics it logs, its label, and checkpoint resume with the head
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -28,13 +27,6 @@ SMALL = [
     "train.threads=1",  # tiny batches; two spinning threads stall on a shared CPU
 ]
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads() -> Iterator[None]:
-    """`train.threads` sets torch's global thread count; put it back for the tests that follow."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(run_dir, method: str, *extra: str):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -40,15 +39,6 @@ R = 0.5  # look-ahead step r
 LAMBDA2 = 30.0
 METHOD_NAMES = ("simclr", "byol", "barlow_twins")
 FD_RTOL = 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny float64 batches gain nothing from intra-op threads; on a shared CPU two threads stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def smooth_activations(module: nn.Module) -> None:

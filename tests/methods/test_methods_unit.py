@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,15 +15,6 @@ from compmod.methods import METHODS, SSLMethod
 from compmod.models import build_backbone
 
 BATCH, SIZE, HIDDEN, PROJ = 8, 32, 32, 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny batches gain nothing from intra-op threads, and on a shared CPU two spinning threads stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _params(name: str, **overrides: object) -> object:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,15 +17,6 @@ from compmod.regularizers import FUSIONS, CompMod, fuse
 BATCH, SIZE, HIDDEN, PROJ = 8, 12, 32, 16
 METHOD_NAMES = ("simclr", "byol", "barlow_twins")
 MODES = ("exact", "jvp", "off")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny batches gain nothing from intra-op threads; on a shared CPU two threads stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def build(name: str, dtype: torch.dtype = torch.float64) -> SSLMethod:

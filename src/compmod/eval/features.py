@@ -79,3 +79,19 @@ def pixel_features(images: Tensor) -> Tensor:
     if images.ndim < 2 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty batch (N, C, H, W); got shape {tuple(images.shape)}")
     return images.reshape(images.shape[0], -1).float().div_(255.0)
+
+
+def check_feature_pair(train_feats: Tensor, test_feats: Tensor, who: str) -> None:
+    """Raise ValueError unless both are non-empty 2-D (N, d) / (M, d) feature matrices of equal d."""
+    if train_feats.ndim != 2 or test_feats.ndim != 2:
+        raise ValueError(
+            f"features must be 2-D (N, d); got train {tuple(train_feats.shape)}, "
+            f"test {tuple(test_feats.shape)}"
+        )
+    n, m = train_feats.shape[0], test_feats.shape[0]
+    if n == 0 or m == 0:
+        raise ValueError(f"{who} needs non-empty train and test features; got N={n}, M={m}")
+    if train_feats.shape[1] != test_feats.shape[1]:
+        raise ValueError(
+            f"feature dims differ: train has d={train_feats.shape[1]}, test has d={test_feats.shape[1]}"
+        )

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from compmod.eval.features import pixel_features
+from compmod.eval.features import check_feature_pair, pixel_features
 
 __all__ = ["knn_accuracy", "knn_predict", "pixel_features"]  # pixel_features: the raw-pixel kNN floor
 
@@ -112,18 +112,8 @@ def _check_inputs(
     chunk_size: int,
 ) -> int:
     """Raise ValueError on malformed inputs; return k clamped to the number of training samples."""
-    if train_feats.ndim != 2 or test_feats.ndim != 2:
-        raise ValueError(
-            f"features must be 2-D (N, d); got train {tuple(train_feats.shape)}, "
-            f"test {tuple(test_feats.shape)}"
-        )
-    n, m = train_feats.shape[0], test_feats.shape[0]
-    if n == 0 or m == 0:
-        raise ValueError(f"kNN needs non-empty train and test features; got N={n}, M={m}")
-    if train_feats.shape[1] != test_feats.shape[1]:
-        raise ValueError(
-            f"feature dims differ: train has d={train_feats.shape[1]}, test has d={test_feats.shape[1]}"
-        )
+    check_feature_pair(train_feats, test_feats, "kNN")
+    n = train_feats.shape[0]
     if train_feats.device != test_feats.device:
         raise ValueError(f"train and test features are on {train_feats.device} and {test_feats.device}")
     if not train_feats.is_floating_point() or not test_feats.is_floating_point():

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compmod.eval.features import check_feature_pair
+
 
 def linear_probe(
     train_feats: Tensor,
@@ -126,18 +128,8 @@ def _check_inputs(
     batch_size: int,
 ) -> None:
     """Raise ValueError with a readable message on malformed inputs."""
-    if train_feats.ndim != 2 or test_feats.ndim != 2:
-        raise ValueError(
-            f"features must be 2-D (N, d); got train {tuple(train_feats.shape)}, "
-            f"test {tuple(test_feats.shape)}"
-        )
+    check_feature_pair(train_feats, test_feats, "linear_probe")
     n, m = train_feats.shape[0], test_feats.shape[0]
-    if n == 0 or m == 0:
-        raise ValueError(f"linear_probe needs non-empty train and test features; got N={n}, M={m}")
-    if train_feats.shape[1] != test_feats.shape[1]:
-        raise ValueError(
-            f"feature dims differ: train has d={train_feats.shape[1]}, test has d={test_feats.shape[1]}"
-        )
     if not train_feats.is_floating_point() or not test_feats.is_floating_point():
         raise ValueError(f"features must be floating point; got {train_feats.dtype}, {test_feats.dtype}")
     if num_classes < 2:
