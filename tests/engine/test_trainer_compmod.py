@@ -11,7 +11,8 @@ from tests.helpers import requires_fmnist
 
 from compmod.config import load_config
 from compmod.engine.builders import method_label
-from compmod.engine.trainer import Trainer
+from compmod.engine.checkpoint import load_checkpoint
+from compmod.engine.trainer import Trainer, checkpoint_path
 from compmod.errors import CheckpointError
 from compmod.methods import METHODS
 from compmod.regularizers import FUSIONS
@@ -26,7 +27,6 @@ SMALL = [
     "eval.enabled=false",
     "train.threads=1",  # tiny batches; two spinning threads stall on a shared CPU
 ]
-
 
 
 def _cfg(run_dir, method: str, *extra: str):
@@ -103,6 +103,11 @@ def test_every_method_fusion_and_mode_trains_two_steps(tmp_path, method, fusion,
     summary = records[-1]
     assert torch.isfinite(torch.tensor(summary["epoch_loss"]))
     assert "epoch_mcr" in summary and "epoch_hypergrad_norm" in summary
+    steps = [r for r in records if "epoch_loss" not in r]
+    assert [r["step"] for r in steps] == [1, 2]  # every step's parts are logged
+    assert all("hypergrad_norm" in r for r in steps)
+    ckpt = load_checkpoint(checkpoint_path(tmp_path / "run"))
+    assert ckpt["method"] == f"{method}+compmod" and ckpt["compmod"]["step"] == 2
 
 
 def test_label_without_compmod():
@@ -149,3 +154,10 @@ def test_resuming_a_run_without_compmod_with_compmod_enabled_fails(tmp_path):
     Trainer(load_config(None, [*plain, "train.max_steps=1"])).fit()
     with pytest.raises(CheckpointError, match="was written without CompMod; cannot resume with it"):
         Trainer(load_config(None, [*plain, "compmod.enabled=true"]), resume=True)
+
+
+def test_resuming_a_compmod_run_with_compmod_disabled_fails(tmp_path):
+    plain = [*SMALL, "data.subset=32", f"train.run_dir={tmp_path / 'run'}"]
+    Trainer(load_config(None, [*plain, "compmod.enabled=true", "train.max_steps=1"])).fit()
+    with pytest.raises(CheckpointError, match="was written with CompMod; resume with compmod.enabled=true"):
+        Trainer(load_config(None, plain), resume=True)

@@ -76,7 +76,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
     run_dir: str = "runs/default"
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
-    log_every: int = 10
+    log_every: int = 1  # metrics.jsonl gets every N-th step's loss parts
     progress: bool = True
     tensorboard: bool = False
     dtype: Literal["float32", "float64"] = "float32"  # float64 to check the maths

@@ -14,7 +14,13 @@ from tqdm import tqdm
 
 from compmod.config.load import config_to_dict, dump_config
 from compmod.config.schema import Config
-from compmod.engine.builders import build_augmentations, build_compmod, build_dataset, build_method
+from compmod.engine.builders import (
+    build_augmentations,
+    build_compmod,
+    build_dataset,
+    build_method,
+    method_label,
+)
 from compmod.engine.checkpoint import load_checkpoint, save_checkpoint
 from compmod.engine.device import resolve_device, seed_everything, set_threads
 from compmod.engine.metrics import MetricsLogger
@@ -82,6 +88,7 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------------
     def _checkpoint(self) -> dict[str, Any]:
         return {
+            "method": method_label(self.cfg),
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.state.epoch,
