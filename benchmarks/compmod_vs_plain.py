@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--set", action="append", default=[], help="extra override for every run")
     p.add_argument("--runs", default="runs/compmod_vs_plain")
-    p.add_argument("--out", default="docs/results_compmod_vs_plain.md")
+    p.add_argument("--out", default="runs/compmod_vs_plain/report.md")
     args = p.parse_args()
     rows, cmds, summary = [], [], {}
     for method in args.methods:
