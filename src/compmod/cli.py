@@ -15,17 +15,15 @@ from compmod.errors import CompmodError
 EXIT_USER_ERROR = 2
 
 
+def _add_set_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument(
+        "--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="YAML config file (see configs/)")
-    p.add_argument(
-        "--set",
-        "-s",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set train.epochs=5 (repeatable)",
-    )
+    _add_set_arg(p, "override one config key, e.g. --set train.epochs=5 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,15 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", required=True, help="path to a checkpoint (e.g. RUN_DIR/checkpoints/last.pt)"
     )
-    p.add_argument(
-        "--set",
-        "-s",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the checkpoint's config (e.g. eval.knn_k=20)",
-    )
+    _add_set_arg(p, "override a key of the checkpoint's config (e.g. eval.knn_k=20)")
 
     p = sub.add_parser("list", help="list registered methods, backbones, datasets, augmentation presets")
     p.add_argument("kind", nargs="?", choices=["methods", "backbones", "datasets", "presets"])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from compmod.errors import ConfigError
 from compmod.losses import BarlowTwinsLoss
-from compmod.methods.base import ProjectorParams, SSLMethod, StepOutput, register_method
+from compmod.methods.base import ProjectorParams, register_method
+from compmod.methods.two_view import TwoViewMethod
 from compmod.models import projector
 
 
@@ -22,31 +22,12 @@ class BarlowTwinsParams(ProjectorParams):
     lambda_offdiag: float = 0.0051
 
 
-class BarlowTwins(SSLMethod):
-    """h = f(x), z = g(h) for each view; loss = Barlow Twins(z1, z2)."""
-
-    def __init__(
-        self, backbone: nn.Module, feat_dim: int, projector: nn.Module, loss: BarlowTwinsLoss
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.feat_dim = feat_dim
-        self.projector = projector
-        self.loss = loss
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        z1, z2 = self.projector(h1), self.projector(h2)
-        loss = self.loss(z1, z2)
-        return StepOutput(loss, {"ssl": loss.detach()}, (h1, h2), (z1, z2))
-
-
 @register_method("barlow_twins", BarlowTwinsParams, "barlow_twins")
-def build_barlow_twins(backbone: nn.Module, feat_dim: int, params: BarlowTwinsParams) -> BarlowTwins:
+def build_barlow_twins(backbone: nn.Module, feat_dim: int, params: BarlowTwinsParams) -> TwoViewMethod:
     if params.lambda_offdiag < 0:
         raise ConfigError(
             f"config key method.lambda_offdiag: {params.lambda_offdiag!r} is not accepted; "
             "expected a number >= 0"
         )
     head = projector(feat_dim, params.proj_hidden_dim, params.proj_dim, params.proj_layers)
-    return BarlowTwins(backbone, feat_dim, head, BarlowTwinsLoss(params.lambda_offdiag))
+    return TwoViewMethod(backbone, feat_dim, head, BarlowTwinsLoss(params.lambda_offdiag))
