@@ -7,7 +7,7 @@ Example::
 
 # Importing the loader modules registers them in DATASETS.
 from compmod.data.datasets import cifar, fashion_mnist, folder, stl10  # noqa: F401
-from compmod.data.datasets.base import DATASETS, SPLITS, ImageDataset, dataset_search_paths
+from compmod.data.datasets.base import DATASETS, SPLITS, ImageDataset, LoadOptions, dataset_search_paths
 from compmod.data.datasets.load import load_dataset
 
-__all__ = ["DATASETS", "SPLITS", "ImageDataset", "dataset_search_paths", "load_dataset"]
+__all__ = ["DATASETS", "SPLITS", "ImageDataset", "LoadOptions", "dataset_search_paths", "load_dataset"]

@@ -50,23 +50,22 @@ class RawSplit(NamedTuple):
     classes: list[str]
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """What `load_dataset` was asked for beyond the split. `image_size` and `channels` are hints a
+    loader may apply while decoding (the folder loader does); `load_dataset` converts whatever comes
+    back, so other loaders return native images. `holdout_fraction`/`seed`: folders without a test split."""
+
+    image_size: int | None = None
+    channels: int | None = None
+    holdout_fraction: float = 0.1
+    seed: int = 0
+
+
 class Loader(Protocol):
-    """A registered loader: reads one split from the first matching folder in `paths`.
+    """A registered loader: reads one split from the first matching folder in `paths`."""
 
-    `image_size` and `channels` are hints a loader may apply while decoding (the folder loader does);
-    `load_dataset` converts whatever comes back, so other loaders return native images.
-    """
-
-    def __call__(
-        self,
-        split: str,
-        paths: list[Path],
-        *,
-        image_size: int | None,
-        channels: int | None,
-        holdout_fraction: float,
-        seed: int,
-    ) -> RawSplit: ...
+    def __call__(self, split: str, paths: list[Path], options: LoadOptions) -> RawSplit: ...
 
 
 DATASETS: Registry[Loader] = Registry("dataset")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compmod.data.datasets.base import RawSplit, find_dataset_dir, register_dataset, require_file
+from compmod.data.datasets.base import LoadOptions, RawSplit, find_dataset_dir, register_dataset, require_file
 from compmod.errors import DataError
 
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -128,11 +128,7 @@ def _load_cifar(
 def load_cifar10(
     split: str,
     paths: list[Path],
-    *,
-    image_size: int | None,
-    channels: int | None,
-    holdout_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> RawSplit:
     """50k train / 10k test colour images, (N, 3, 32, 32) uint8, 10 classes; pretrain is train."""
     files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -148,11 +144,7 @@ def load_cifar10(
 def load_cifar100(
     split: str,
     paths: list[Path],
-    *,
-    image_size: int | None,
-    channels: int | None,
-    holdout_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> RawSplit:
     """50k train / 10k test colour images, (N, 3, 32, 32) uint8, 100 fine classes; pretrain is train."""
     files = {"train": ["train"], "test": ["test"]}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from compmod.data.datasets.base import RawSplit, find_dataset_dir, register_dataset, require_file
+from compmod.data.datasets.base import LoadOptions, RawSplit, find_dataset_dir, register_dataset, require_file
 from compmod.data.datasets.idx import read_idx
 from compmod.errors import DataError
 
@@ -32,11 +32,7 @@ def _candidates(stem: str) -> list[str]:
 def load_fashion_mnist(
     split: str,
     paths: list[Path],
-    *,
-    image_size: int | None,
-    channels: int | None,
-    holdout_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> RawSplit:
     """60k train / 10k test grey images, (N, 1, 28, 28) uint8, 10 classes; pretrain is train."""
     markers = _candidates("train-images-idx3-ubyte") + _candidates("t10k-images-idx3-ubyte")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from compmod.data.datasets.base import RawSplit, not_found, register_dataset
+from compmod.data.datasets.base import LoadOptions, RawSplit, not_found, register_dataset
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
 
 IMAGE_EXTENSIONS = frozenset(
@@ -182,15 +182,11 @@ def _split_files(
 def load_folder(
     split: str,
     paths: list[Path],
-    *,
-    image_size: int | None,
-    channels: int | None,
-    holdout_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> RawSplit:
     """Decode one split of an image folder to (N, C, H, W) uint8 (see the module docstring for rules)."""
     root = _find_root(paths)
-    files, labels, classes, all_files = _split_files(split, root, holdout_fraction, seed)
-    size, n_channels = _choose_format(all_files, image_size, channels)
+    files, labels, classes, all_files = _split_files(split, root, options.holdout_fraction, options.seed)
+    size, n_channels = _choose_format(all_files, options.image_size, options.channels)
     images = _decode_all(files, size, n_channels)
     return RawSplit(images, torch.from_numpy(labels), classes)

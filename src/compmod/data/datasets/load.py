@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from compmod.data.datasets.base import DATASETS, SPLITS, ImageDataset, dataset_search_paths
+from compmod.data.datasets.base import DATASETS, SPLITS, ImageDataset, LoadOptions, dataset_search_paths
 from compmod.data.datasets.convert import channel_stats, convert_channels, resize_images
 from compmod.errors import ConfigError, DataError
 
@@ -60,10 +60,7 @@ def load_dataset(
     raw = loader(
         split,
         dataset_search_paths(name, root),
-        image_size=image_size,
-        channels=channels,
-        holdout_fraction=holdout_fraction,
-        seed=seed,
+        LoadOptions(image_size, channels, holdout_fraction, seed),
     )
     if raw.images.shape[0] == 0:
         where = f" in {root}" if root is not None else ""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compmod.data.datasets.base import RawSplit, find_dataset_dir, register_dataset, require_file
+from compmod.data.datasets.base import LoadOptions, RawSplit, find_dataset_dir, register_dataset, require_file
 from compmod.errors import DataError
 
 STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
@@ -69,11 +69,7 @@ def _class_names(folder: Path) -> list[str]:
 def load_stl10(
     split: str,
     paths: list[Path],
-    *,
-    image_size: int | None,
-    channels: int | None,
-    holdout_fraction: float,
-    seed: int,
+    options: LoadOptions,
 ) -> RawSplit:
     """5k train / 8k test / 100k unlabelled colour images, (N, 3, 96, 96) uint8, 10 classes.
 
