@@ -34,8 +34,13 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 
-bench: setup data
-	$(BIN)/python -m benchmarks.augment_vs_torchvision
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+# Speed and memory benchmarks (not tests): benchmarks/results/<name>.json + .md and SUMMARY.md.
+bench: setup data $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
