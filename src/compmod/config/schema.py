@@ -80,6 +80,10 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = False
     dtype: Literal["float32", "float64"] = "float32"  # float64 to check the maths
+    # Speed options (engine/step.py; defaults chosen by `make bench`):
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the method's forward only
+    channels_last: bool | None = None  # None: the measured default for the device
+    compile: bool = False  # torch.compile the real forward (slower for the small CNN on CPU)
 
 
 @dataclass

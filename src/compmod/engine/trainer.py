@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from compmod.config.load import config_to_dict, dump_config
 from compmod.config.schema import Config
+from compmod.engine.batches import BatchSource
 from compmod.engine.builders import (
     build_augmentations,
     build_compmod,
@@ -26,6 +27,7 @@ from compmod.engine.device import resolve_device, seed_everything, set_threads
 from compmod.engine.metrics import MetricsLogger
 from compmod.engine.optim import build_optimizer
 from compmod.engine.schedule import warmup_cosine
+from compmod.engine.step import TrainStep
 from compmod.errors import CheckpointError, CompmodError, NonFiniteLossError
 
 
@@ -79,6 +81,16 @@ class Trainer:
         self.compmod = build_compmod(cfg, self.method, self.steps_per_epoch)
         if self.compmod is not None:
             self.compmod.to(self.device, self.dtype)
+        self.step_fn = TrainStep(
+            self.method,
+            self.optimizer,
+            self.compmod,
+            device=self.device,
+            precision=cfg.train.precision,
+            channels_last=cfg.train.channels_last,
+            compile=cfg.train.compile,
+        )
+        self.batches = BatchSource(self.data.images, self.device)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.state = RunState()
@@ -96,6 +108,7 @@ class Trainer:
             "step": self.state.step,
             "rng": {"torch": torch.get_rng_state(), "augment": self.aug_gen.get_state()},
             "compmod": self.compmod.state_dict() if self.compmod is not None else None,
+            "step_fn": self.step_fn.state_dict(),
             "config": config_to_dict(self.cfg),
             "data": {
                 "shape": list(self.data.images.shape[1:]),
@@ -117,6 +130,7 @@ class Trainer:
             raise CheckpointError(
                 f"{str(self.ckpt_path)!r} was written with CompMod; resume with compmod.enabled=true"
             )
+        self.step_fn.load_state_dict(state.get("step_fn", {}))
         self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
         torch.set_rng_state(state["rng"]["torch"])
         self.aug_gen.set_state(state["rng"]["augment"])
@@ -157,18 +171,11 @@ class Trainer:
         t0, seen, done, sums = time.perf_counter(), 0, 0, {}
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = self.data.images[idx].to(self.device, non_blocking=True)
+            x = self.batches.get(idx)
             lr = warmup_cosine(self.state.step, self.total_steps, warmup, cfg.lr, cfg.lr * cfg.min_lr_ratio)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x1 = self.views[0](x, self.aug_gen).to(self.dtype)
-            x2 = self.views[1](x, self.aug_gen).to(self.dtype)
-            out = self.method(x1, x2)
-            total, parts = out.loss, dict(out.parts)
-            if self.compmod is not None:
-                reg = self.compmod.regularize(out.h, out.z)
-                total = total + reg.loss
-                parts.update(reg.parts)
+            x1 = self.step_fn.prepare(self.views[0](x, self.aug_gen).to(self.dtype))
+            x2 = self.step_fn.prepare(self.views[1](x, self.aug_gen).to(self.dtype))
+            total, parts = self.step_fn.forward(x1, x2)
             loss = float(total.detach())
             parts = {k: float(v) for k, v in parts.items()}
             if not math.isfinite(loss):
@@ -178,11 +185,7 @@ class Trainer:
                     f"(parts: {', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); "
                     f"last good checkpoint: {last}; lower train.lr or check the data"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if self.compmod is not None:
-                parts.update(self.compmod.meta_step(self.method, x1, x2, lr))
-            self.optimizer.step()
+            parts.update(self.step_fn.update(total, x1, x2, lr))
             self.state.step += 1
             self.state.batch = i + 1
             self.method.after_optimizer_step(self.state.step / self.total_steps)

@@ -63,6 +63,15 @@ def resnet50(in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
     return _resnet("resnet50", in_channels, cifar_stem)
 
 
+class _GridPool(nn.AdaptiveAvgPool2d):
+    """Adaptive average pooling that returns its input untouched when it is already the target size
+    (28 and 32 px inputs): the identity pool cost ~7 % of a small-CNN training step on CPU."""
+
+    def forward(self, x):
+        size = (self.output_size,) * 2 if isinstance(self.output_size, int) else tuple(self.output_size)
+        return x if tuple(x.shape[-2:]) == size else super().forward(x)
+
+
 class SmallCNN(nn.Sequential):
     """A fast CNN for CPU runs on 28-32 px images: conv3x3-BN-ReLU stages, then a 4x4 grid and a linear layer.
 
@@ -90,7 +99,7 @@ class SmallCNN(nn.Sequential):
         fc = nn.Linear(c_in * self.grid**2, self.out_dim, bias=False)
         super().__init__(
             *layers,
-            nn.AdaptiveAvgPool2d(self.grid),
+            _GridPool(self.grid),
             nn.Flatten(1),
             fc,
             nn.BatchNorm1d(self.out_dim),
