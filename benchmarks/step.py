@@ -1,0 +1,193 @@
+"""Training-step time and peak memory: plain SSL step vs + CompMod in each meta mode, ratios in one run.
+
+    python -m benchmarks.step [--device cpu] [--methods simclr byol barlow_twins] [--backbones ...] [--quick]
+
+For each method (SimCLR, BYOL, Barlow Twins) and model (small CNN on 28x28x1 at batch 256 with the
+Fashion-MNIST preset; ResNet-18 with the CIFAR stem on 32x32x3 at batch 64 with the CIFAR-10 preset) one
+`TrainStep` (what the Trainer runs: forward, + lambda1 L_mcr, backward, meta step, optimiser step) is
+timed for: plain; CompMod with meta.mode `off`, `jvp`, `exact`; `jvp` with meta.every = 4 and 8. The
+configurations are timed round-robin (one cycle of 8 steps each per round, so every-K modes contain
+their meta steps in the right proportion), the figure is the median over rounds of the mean step time in
+a cycle, after one warm-up cycle. Inputs are fixed random view batches (augmentation is timed by
+`benchmarks.augment`).
+
+Peak memory is the step's working memory: the resident-set high-water mark during one cycle above the
+resident set before it (CUDA: max_memory_allocated above the allocation before it), each configuration
+in a fresh child process started with MALLOC_MMAP_THRESHOLD_=65536 so that freed tensors go back to the
+system at once and the resident set follows live memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.harness import RESULTS, environment, markdown_table, peak_memory, sync, write_result
+from compmod.config import load_config
+from compmod.engine.builders import build_compmod, build_method
+from compmod.engine.optim import build_optimizer
+from compmod.engine.step import TrainStep
+
+METHODS = ("simclr", "byol", "barlow_twins")
+BACKBONES = {  # name -> (preset file pattern, channels, size, batch)
+    "small_cnn": ("configs/fashion_mnist_{}.yaml", 1, 28, 256),
+    "resnet18": ("configs/cifar10_{}.yaml", 3, 32, 64),
+}
+MODES = {  # name -> (meta.mode or None for plain, meta.every)
+    "plain": (None, 1),
+    "off": ("off", 1),
+    "jvp": ("jvp", 1),
+    "jvp_every4": ("jvp", 4),
+    "jvp_every8": ("jvp", 8),
+    "exact": ("exact", 1),
+}
+CYCLE = 8  # steps per timed cycle: a multiple of every K above
+
+
+def build_step(method: str, backbone: str, mode: str, device: torch.device, overrides=()):
+    """A TrainStep and its fixed inputs for one configuration (seeded: every mode starts equal)."""
+    pattern, channels, size, batch = BACKBONES[backbone]
+    meta_mode, every = MODES[mode]
+    extra = [f"model.backbone={backbone}", *overrides]
+    if meta_mode is not None:
+        extra += ["compmod.enabled=true", f"compmod.meta.mode={meta_mode}", f"compmod.meta.every={every}"]
+    cfg = load_config(pattern.format(method), extra)
+    torch.manual_seed(0)
+    model = build_method(cfg, channels, size).to(device)
+    reg = build_compmod(cfg, model, 100)
+    if reg is not None:
+        reg.to(device)
+    step = TrainStep(
+        model,
+        build_optimizer([model], cfg.train),
+        reg,
+        device=device,
+        precision=cfg.train.precision,
+        channels_last=cfg.train.channels_last,
+        compile=cfg.train.compile,
+    )
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = (
+        step.prepare(torch.randn(batch, channels, size, size, generator=g).to(device)) for _ in range(2)
+    )
+    lr = cfg.train.lr
+
+    def cycle() -> None:
+        for _ in range(CYCLE):
+            step.step(x1, x2, lr)
+
+    return cycle, batch
+
+
+def time_configs(cycles: dict[str, object], rounds: int, device: torch.device) -> dict[str, float]:
+    """Median over `rounds` of the mean step time per configuration, timed round-robin."""
+    for fn in cycles.values():
+        fn()  # warm-up cycle
+    times: dict[str, list[float]] = {k: [] for k in cycles}
+    for _ in range(rounds):
+        for name, fn in cycles.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append((time.perf_counter() - start) / CYCLE)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def memory_child(method: str, backbone: str, mode: str, device: str) -> None:
+    """Child process: print the working-memory peak (bytes) of one configuration as JSON."""
+    dev = torch.device(device)
+    cycle, _ = build_step(method, backbone, mode, dev)
+    cycle()  # warm-up: optimiser states and allocator pools exist before the measurement
+    with peak_memory(dev) as peak:
+        cycle()
+    print(json.dumps(peak))
+
+
+def measure_memory(method: str, backbone: str, mode: str, device: str) -> dict:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.step",
+        "--memory-child",
+        method,
+        backbone,
+        mode,
+        "--device",
+        device,
+    ]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=Path.cwd())
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--quick", action="store_true", help="1 round, small CNN, SimCLR only")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--memory-child", nargs=3, metavar=("METHOD", "BACKBONE", "MODE"))
+    args = p.parse_args(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child, args.device)
+        return
+    device = torch.device(args.device)
+    if args.quick:
+        args.rounds, args.methods, args.backbones = 1, ["simclr"], ["small_cnn"]
+    env = environment(device, cycle_steps=CYCLE, rounds=args.rounds, dtype="float32")
+    rows, table = [], []
+    for backbone in args.backbones:
+        for method in args.methods:
+            cycles, batch = {}, BACKBONES[backbone][3]
+            for mode in MODES:
+                cycles[mode], batch = build_step(method, backbone, mode, device)
+            secs = time_configs(cycles, args.rounds, device)
+            mem = (
+                {} if args.no_memory else {m: measure_memory(method, backbone, m, args.device) for m in MODES}
+            )
+            row = {
+                "method": method,
+                "model": backbone,
+                "batch": batch,
+                "step_s": secs,
+                "time_ratio": {m: secs[m] / secs["plain"] for m in MODES},
+            }
+            if mem:
+                row["peak_bytes"] = {m: mem[m]["peak_bytes"] for m in MODES}
+                row["memory_ratio"] = {m: mem[m]["peak_bytes"] / mem["plain"]["peak_bytes"] for m in MODES}
+                row["memory_how"] = mem["plain"]["how"]
+            rows.append(row)
+            for mode in MODES:
+                mem_cell = f"{row['memory_ratio'][mode]:.2f}x" if mem else "-"
+                mib = f"{row['peak_bytes'][mode] / 2**20:,.0f}" if mem else "-"
+                table.append(
+                    [
+                        method,
+                        backbone,
+                        batch,
+                        mode,
+                        secs[mode],
+                        f"{row['time_ratio'][mode]:.2f}x",
+                        mib,
+                        mem_cell,
+                    ]
+                )
+            print(json.dumps(row), flush=True)
+    header = ["method", "model", "batch", "mode", "step s", "time / plain", "peak MiB", "memory / plain"]
+    write_result("step", env, rows, markdown_table(header, table), args.out)
+
+
+if __name__ == "__main__":
+    main()
