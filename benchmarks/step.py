@@ -87,10 +87,26 @@ def build_step(method: str, backbone: str, mode: str, device: torch.device, over
     return cycle, batch
 
 
-def time_configs(cycles: dict[str, object], rounds: int, device: torch.device) -> dict[str, float]:
-    """Median over `rounds` of the mean step time per configuration, timed round-robin."""
-    for fn in cycles.values():
+OPTIONS = {  # the speed options' defaults are chosen from these rows (small CNN, SimCLR)
+    "channels_last=false": ("plain", ["train.channels_last=false"]),
+    "channels_last=true": ("plain", ["train.channels_last=true"]),
+    "jvp channels_last=false": ("jvp", ["train.channels_last=false"]),
+    "jvp channels_last=true": ("jvp", ["train.channels_last=true"]),
+    "compile=true": ("plain", ["train.compile=true"]),
+    "precision=bf16": ("plain", ["train.precision=bf16"]),
+}
+
+
+def time_configs(
+    cycles: dict[str, object], rounds: int, device: torch.device, warmup_s: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Median over `rounds` of the mean step time per configuration, timed round-robin; the warm-up
+    cycle's wall time goes into `warmup_s` (it holds torch.compile's cold compile)."""
+    for name, fn in cycles.items():
+        start = time.perf_counter()
         fn()  # warm-up cycle
+        if warmup_s is not None:
+            warmup_s[name] = time.perf_counter() - start
     times: dict[str, list[float]] = {k: [] for k in cycles}
     for _ in range(rounds):
         for name, fn in cycles.items():
@@ -138,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-options", action="store_true", help="skip the speed-option rows")
     p.add_argument("--memory-child", nargs=3, metavar=("METHOD", "BACKBONE", "MODE"))
     args = p.parse_args(argv)
     if args.memory_child:
@@ -145,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     device = torch.device(args.device)
     if args.quick:
-        args.rounds, args.methods, args.backbones = 1, ["simclr"], ["small_cnn"]
+        args.rounds, args.methods, args.backbones, args.no_options = 1, ["simclr"], ["small_cnn"], True
     env = environment(device, cycle_steps=CYCLE, rounds=args.rounds, dtype="float32")
     rows, table = [], []
     for backbone in args.backbones:
@@ -186,7 +203,33 @@ def main(argv: list[str] | None = None) -> None:
                 )
             print(json.dumps(row), flush=True)
     header = ["method", "model", "batch", "mode", "step s", "time / plain", "peak MiB", "memory / plain"]
-    write_result("step", env, rows, markdown_table(header, table), args.out)
+    summary = markdown_table(header, table)
+    options = {}
+    if not args.no_options and device.type in ("cpu", "cuda"):
+        options = measure_options(device, args.rounds)
+        base = options["step_s"]["channels_last=false"]
+        summary += (
+            "\n\nSpeed options (SimCLR, small CNN, batch 256; time relative to the plain fp32 step):\n\n"
+        )
+        summary += markdown_table(
+            ["option", "step s", "relative", "first cycle s"],
+            [[k, v, f"{v / base:.2f}x", options["warmup_s"][k]] for k, v in options["step_s"].items()],
+        )
+    write_result("step", env, {"modes": rows, "options": options}, summary, args.out)
+
+
+def measure_options(device: torch.device, rounds: int) -> dict:
+    cycles, warmup = {}, {}
+    for name, (mode, overrides) in OPTIONS.items():
+        if name == "precision=bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            continue
+        cycles[name], _ = build_step("simclr", "small_cnn", mode, device, overrides)
+    slow = {}
+    if device.type == "cpu":  # bf16 autocast is >10x slower on a CPU without native bf16: one round only
+        slow = {"precision=bf16": cycles.pop("precision=bf16")}
+    secs = time_configs(cycles, rounds, device, warmup)
+    secs.update(time_configs(slow, 1, device, warmup))
+    return {"step_s": secs, "warmup_s": warmup}
 
 
 if __name__ == "__main__":

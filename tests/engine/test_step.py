@@ -129,3 +129,21 @@ def test_batch_source_on_cuda(mode, monkeypatch):
     for start in range(0, 64, 8):  # more batches than buffers: buffer reuse must not corrupt them
         idx = torch.arange(start, start + 8).flip(0)
         assert torch.equal(src.get(idx).cpu(), images[idx])
+
+
+@pytest.mark.slow
+def test_compiled_forward_gives_the_same_step():
+    cfg, model, reg, x1, x2 = _parts()
+    ref_model, ref_reg = copy.deepcopy(model), copy.deepcopy(reg)
+    compiled = _step(model, reg, cfg, compile=True, channels_last=False)
+    assert compiled.forward_module is not model  # the real forward is compiled ...
+    ref = _step(ref_model, ref_reg, cfg, channels_last=False)
+    for _ in range(2):
+        la, pa = compiled.step(x1, x2, 0.1)
+        lb, pb = ref.step(x1, x2, 0.1)
+        torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-5)
+        assert pa["hypergrad_norm"] == pytest.approx(
+            pb["hypergrad_norm"], rel=1e-3
+        )  # ... the meta step is not
+    for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
