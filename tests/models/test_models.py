@@ -142,6 +142,38 @@ def test_ema_teacher_update_math() -> None:
         teacher.update(student, momentum=1.5)
 
 
+def test_ema_teacher_cache_returns_fresh_outputs_only() -> None:
+    """Cached outputs are reused only for the same input tensor and unchanged teacher weights."""
+    torch.manual_seed(0)
+    student = _student()
+    teacher = EMATeacher(student)
+    calls = []
+    teacher.module.register_forward_hook(lambda *_: calls.append(1))
+    x1, x2 = torch.randn(5, 3), torch.randn(5, 3)
+    a1, a2 = teacher(x1), teacher(x2)
+    assert teacher(x1) is a1 and teacher(x2) is a2 and len(calls) == 2  # both views cached
+    assert_close(teacher(x1.clone()), a1)  # an equal but different tensor is recomputed
+    assert len(calls) == 3
+    x1.add_(1.0)  # in-place change of the input
+    assert not torch.equal(teacher(x1), a1)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)  # the student moves, the teacher does not: its cache stays valid
+    b2 = teacher(x2)
+    assert teacher(x2) is b2
+    assert_close(b2, a2)
+    teacher.update(student, momentum=0.5)  # EMA step: cache cleared, new weights used
+    assert_close(teacher(x2), teacher.module(x2))
+    state = {k: v + 1 for k, v in teacher.state_dict().items() if v.is_floating_point()}
+    before = teacher(x2)
+    teacher.load_state_dict(state, strict=False)  # loading weights bumps their versions
+    assert not torch.equal(teacher(x2), before)
+    teacher.eval()  # eval mode depends on the running statistics too
+    e = teacher(x2)
+    teacher.module[1].running_mean.add_(1.0)
+    assert not torch.equal(teacher(x2), e)
+
+
 def test_ema_teacher_in_owner_state_dict() -> None:
     owner = nn.Module()
     owner.target = EMATeacher(_student())
