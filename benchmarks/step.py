@@ -5,16 +5,17 @@
 For each method (SimCLR, BYOL, Barlow Twins) and model (small CNN on 28x28x1 at batch 256 with the
 Fashion-MNIST preset; ResNet-18 with the CIFAR stem on 32x32x3 at batch 64 with the CIFAR-10 preset) one
 `TrainStep` (what the Trainer runs: forward, + lambda1 L_mcr, backward, meta step, optimiser step) is
-timed for: plain; CompMod with meta.mode `off`, `jvp`, `exact`; `jvp` with meta.every = 4 and 8. The
-configurations are timed round-robin (one cycle of 8 steps each per round, so every-K modes contain
-their meta steps in the right proportion), the figure is the median over rounds of the mean step time in
-a cycle, after one warm-up cycle. Inputs are fixed random view batches (augmentation is timed by
+timed for: plain; CompMod with meta.mode `off`, `jvp`, `exact`; `jvp` with meta.every = 4 and 8 (4 only
+for ResNet-18, whose CPU steps take seconds). The configurations are timed round-robin (one cycle of
+K_max steps each per round, so every-K modes contain their meta steps in the right proportion), the
+figure is the median over rounds (one fewer for ResNet-18) of the mean step time in a cycle, after one
+warm-up cycle. Inputs are fixed random view batches (augmentation is timed by
 `benchmarks.augment`).
 
-Peak memory is the step's working memory: the resident-set high-water mark during one cycle above the
-resident set before it (CUDA: max_memory_allocated above the allocation before it), each configuration
-in a fresh child process started with MALLOC_MMAP_THRESHOLD_=65536 so that freed tensors go back to the
-system at once and the resident set follows live memory.
+Peak memory is the step's working memory: the resident-set high-water mark during K steps (one meta
+step) above the resident set before them (CUDA: max_memory_allocated above the allocation before
+them), each configuration in a fresh child process started with MALLOC_MMAP_THRESHOLD_=65536 so that
+freed tensors go back to the system at once and the resident set follows live memory.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ BACKBONES = {  # name -> (preset file pattern, channels, size, batch)
     "small_cnn": ("configs/fashion_mnist_{}.yaml", 1, 28, 256),
     "resnet18": ("configs/cifar10_{}.yaml", 3, 32, 64),
 }
+# ResNet-18 steps take seconds on a CPU: its every-8 row is left out there so a cycle is 4 steps.
+MODE_SETS = {"small_cnn": None, "resnet18": ("plain", "off", "jvp", "jvp_every4", "exact")}
 MODES = {  # name -> (meta.mode or None for plain, meta.every)
     "plain": (None, 1),
     "off": ("off", 1),
@@ -49,7 +52,15 @@ MODES = {  # name -> (meta.mode or None for plain, meta.every)
     "jvp_every8": ("jvp", 8),
     "exact": ("exact", 1),
 }
-CYCLE = 8  # steps per timed cycle: a multiple of every K above
+
+
+def modes_for(backbone: str) -> list[str]:
+    return list(MODE_SETS[backbone] or MODES)
+
+
+def cycle_length(modes) -> int:
+    """Steps per timed cycle: the largest every-K among `modes` (all K are powers of two)."""
+    return max(MODES[m][1] for m in modes)
 
 
 def build_step(method: str, backbone: str, mode: str, device: torch.device, overrides=()):
@@ -80,11 +91,18 @@ def build_step(method: str, backbone: str, mode: str, device: torch.device, over
     )
     lr = cfg.train.lr
 
-    def cycle() -> None:
-        for _ in range(CYCLE):
-            step.step(x1, x2, lr)
+    def one_step() -> None:
+        step.step(x1, x2, lr)
 
-    return cycle, batch
+    return one_step, batch
+
+
+def repeat(fn, n: int):
+    def cycle() -> None:
+        for _ in range(n):
+            fn()
+
+    return cycle
 
 
 OPTIONS = {  # the speed options' defaults are chosen from these rows (small CNN, SimCLR)
@@ -98,10 +116,16 @@ OPTIONS = {  # the speed options' defaults are chosen from these rows (small CNN
 
 
 def time_configs(
-    cycles: dict[str, object], rounds: int, device: torch.device, warmup_s: dict[str, float] | None = None
+    steps: dict[str, object],
+    rounds: int,
+    device: torch.device,
+    cycle: int,
+    warmup_s: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Median over `rounds` of the mean step time per configuration, timed round-robin; the warm-up
-    cycle's wall time goes into `warmup_s` (it holds torch.compile's cold compile)."""
+    """Median over `rounds` of the mean step time in a cycle of `cycle` steps per configuration, timed
+    round-robin; the warm-up cycle's wall time goes into `warmup_s` (it holds torch.compile's cold
+    compile)."""
+    cycles = {k: repeat(fn, cycle) for k, fn in steps.items()}
     for name, fn in cycles.items():
         start = time.perf_counter()
         fn()  # warm-up cycle
@@ -114,14 +138,15 @@ def time_configs(
             start = time.perf_counter()
             fn()
             sync(device)
-            times[name].append((time.perf_counter() - start) / CYCLE)
+            times[name].append((time.perf_counter() - start) / cycle)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
 def memory_child(method: str, backbone: str, mode: str, device: str) -> None:
     """Child process: print the working-memory peak (bytes) of one configuration as JSON."""
     dev = torch.device(device)
-    cycle, _ = build_step(method, backbone, mode, dev)
+    step, _ = build_step(method, backbone, mode, dev)
+    cycle = repeat(step, MODES[mode][1])  # every-K: the measured K steps hold one meta step
     cycle()  # warm-up: optimiser states and allocator pools exist before the measurement
     with peak_memory(dev) as peak:
         cycle()
@@ -163,30 +188,33 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     if args.quick:
         args.rounds, args.methods, args.backbones, args.no_options = 1, ["simclr"], ["small_cnn"], True
-    env = environment(device, cycle_steps=CYCLE, rounds=args.rounds, dtype="float32")
+    env = environment(device, rounds=args.rounds, dtype="float32")
     rows, table = [], []
     for backbone in args.backbones:
         for method in args.methods:
-            cycles, batch = {}, BACKBONES[backbone][3]
-            for mode in MODES:
-                cycles[mode], batch = build_step(method, backbone, mode, device)
-            secs = time_configs(cycles, args.rounds, device)
+            steps, batch, modes = {}, BACKBONES[backbone][3], modes_for(backbone)
+            for mode in modes:
+                steps[mode], batch = build_step(method, backbone, mode, device)
+            rounds = args.rounds if backbone == "small_cnn" else max(1, args.rounds - 1)
+            secs = time_configs(steps, rounds, device, cycle_length(modes))
             mem = (
-                {} if args.no_memory else {m: measure_memory(method, backbone, m, args.device) for m in MODES}
+                {} if args.no_memory else {m: measure_memory(method, backbone, m, args.device) for m in modes}
             )
             row = {
                 "method": method,
                 "model": backbone,
                 "batch": batch,
                 "step_s": secs,
-                "time_ratio": {m: secs[m] / secs["plain"] for m in MODES},
+                "rounds": rounds,
+                "cycle_steps": cycle_length(modes),
+                "time_ratio": {m: secs[m] / secs["plain"] for m in modes},
             }
             if mem:
-                row["peak_bytes"] = {m: mem[m]["peak_bytes"] for m in MODES}
-                row["memory_ratio"] = {m: mem[m]["peak_bytes"] / mem["plain"]["peak_bytes"] for m in MODES}
+                row["peak_bytes"] = {m: mem[m]["peak_bytes"] for m in modes}
+                row["memory_ratio"] = {m: mem[m]["peak_bytes"] / mem["plain"]["peak_bytes"] for m in modes}
                 row["memory_how"] = mem["plain"]["how"]
             rows.append(row)
-            for mode in MODES:
+            for mode in modes:
                 mem_cell = f"{row['memory_ratio'][mode]:.2f}x" if mem else "-"
                 mib = f"{row['peak_bytes'][mode] / 2**20:,.0f}" if mem else "-"
                 table.append(
@@ -219,16 +247,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def measure_options(device: torch.device, rounds: int) -> dict:
-    cycles, warmup = {}, {}
+    steps, warmup = {}, {}
     for name, (mode, overrides) in OPTIONS.items():
         if name == "precision=bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             continue
-        cycles[name], _ = build_step("simclr", "small_cnn", mode, device, overrides)
+        steps[name], _ = build_step("simclr", "small_cnn", mode, device, overrides)
     slow = {}
     if device.type == "cpu":  # bf16 autocast is >10x slower on a CPU without native bf16: one round only
-        slow = {"precision=bf16": cycles.pop("precision=bf16")}
-    secs = time_configs(cycles, rounds, device, warmup)
-    secs.update(time_configs(slow, 1, device, warmup))
+        slow = {"precision=bf16": steps.pop("precision=bf16")}
+    secs = time_configs(steps, rounds, device, 4, warmup)
+    secs.update(time_configs(slow, 1, device, 4, warmup))
     return {"step_s": secs, "warmup_s": warmup}
 
 
