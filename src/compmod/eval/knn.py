@@ -7,9 +7,14 @@ Two protocols:
 * weighted (``weighted=True``): each neighbour votes with ``exp(sim / temperature)``, the k=200,
   temperature 0.07 monitor of InstDisc (Wu et al., CVPR 2018, Sec. 3.4) as used by solo-learn.
 
+Similarity: both feature sets are L2-normalised in float32 (`F.normalize`); the similarity of a pair is
+the dot product of those float32 unit vectors evaluated in float64 (products exact, error < 1e-13). The
+k nearest neighbours are the k largest similarities rounded to float32; equal float32 similarities are
+ranked by the smaller training index. This rule, not the rounding of one GEMM, defines the result, so every
+`precision` returns the same neighbours (see `nearest_neighbours` for how they are found exactly).
+
 Tie rule (both protocols): the class with the largest vote wins; when several classes have exactly the
-same vote, the one whose nearest member among the k neighbours ranks first (highest similarity) wins.
-Neighbours with exactly equal similarity are ranked in the order `torch.topk` returns them.
+same vote, the one whose nearest member among the k neighbours ranks first wins.
 
 If k exceeds the number of training samples it is clamped to that number with a `UserWarning` (all
 training samples then vote), so that a kNN monitor configured for a full dataset still runs on a tiny one.
@@ -20,12 +25,19 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from compmod.eval.features import check_feature_pair, pixel_features
+from compmod.eval.features import pixel_features
+from compmod.eval.knn_search import Neighbours, _check_search, default_precision, nearest_neighbours
 
-__all__ = ["knn_accuracy", "knn_predict", "pixel_features"]  # pixel_features: the raw-pixel kNN floor
+__all__ = [
+    "Neighbours",
+    "default_precision",
+    "knn_accuracy",
+    "knn_predict",
+    "nearest_neighbours",
+    "pixel_features",
+]
 
 
 def knn_predict(
@@ -37,6 +49,7 @@ def knn_predict(
     weighted: bool = False,
     temperature: float = 0.07,
     chunk_size: int = 1024,
+    precision: str = "auto",
 ) -> Tensor:
     """Predict labels of `test_feats` from their k nearest `train_feats` by cosine similarity.
 
@@ -49,29 +62,36 @@ def knn_predict(
         weighted: vote with exp(sim / temperature) instead of one vote per neighbour.
         temperature: softmax temperature of the weighted vote (> 0); unused when unweighted.
         chunk_size: test rows per similarity block; memory is O(chunk_size * N), never O(M * N).
+        precision: GEMM of the neighbour shortlist, "auto", "fp32" or "bf16" (see `nearest_neighbours`);
+            the predictions do not depend on it.
 
     Returns:
         (M,) int64 predicted labels on the features' device.
     """
     k = _check_inputs(train_feats, train_labels, test_feats, k, num_classes, temperature, chunk_size)
-    device = train_feats.device
-    train = F.normalize(train_feats.to(torch.float32), dim=1)
-    test = F.normalize(test_feats.to(torch.float32), dim=1)
-    labels = train_labels.to(device=device, dtype=torch.long)
-    ranks = torch.arange(k, device=device)
-    preds = []
-    for start in range(0, test.shape[0], chunk_size):
-        sims, idx = (test[start : start + chunk_size] @ train.T).topk(k, dim=1)  # sorted, nearest first
-        neighbour_labels = labels[idx]  # (B, k)
-        # Weighted: subtracting the row maximum leaves the vote ratios unchanged and cannot overflow.
-        votes = ((sims - sims[:, :1]) / temperature).exp() if weighted else torch.ones_like(sims)
-        scores = torch.zeros(sims.shape[0], num_classes, device=device)
-        scores.scatter_add_(1, neighbour_labels, votes)
-        first_rank = torch.full((sims.shape[0], num_classes), k, device=device, dtype=torch.long)
-        first_rank.scatter_reduce_(1, neighbour_labels, ranks.expand_as(idx), reduce="amin")
-        tied = scores == scores.max(dim=1, keepdim=True).values
-        preds.append(torch.where(tied, first_rank, k + 1).argmin(dim=1))
-    return torch.cat(preds)
+    found = nearest_neighbours(train_feats, test_feats, k, precision, chunk_size)
+    return _vote(
+        found,
+        train_labels.to(device=train_feats.device, dtype=torch.long),
+        num_classes,
+        weighted,
+        temperature,
+    )
+
+
+def _vote(found: Neighbours, labels: Tensor, num_classes: int, weighted: bool, temperature: float) -> Tensor:
+    """Majority or exp(sim / T) vote over the neighbours; exact ties go to the nearest-ranked class."""
+    sims, k = found.similarities, found.indices.shape[1]
+    neighbour_labels = labels[found.indices]  # (M, k)
+    # Weighted: subtracting the row maximum leaves the vote ratios unchanged and cannot overflow.
+    votes = ((sims - sims[:, :1]) / temperature).exp() if weighted else torch.ones_like(sims)
+    scores = torch.zeros(sims.shape[0], num_classes, dtype=sims.dtype, device=sims.device)
+    scores.scatter_add_(1, neighbour_labels, votes)
+    ranks = torch.arange(k, device=sims.device).expand_as(neighbour_labels)
+    first_rank = torch.full(scores.shape, k, device=sims.device, dtype=torch.long)
+    first_rank.scatter_reduce_(1, neighbour_labels, ranks, reduce="amin")
+    tied = scores == scores.max(dim=1, keepdim=True).values
+    return torch.where(tied, first_rank, k + 1).argmin(dim=1)
 
 
 def knn_accuracy(
@@ -83,6 +103,7 @@ def knn_accuracy(
     weighted: bool = False,
     temperature: float = 0.07,
     chunk_size: int = 1024,
+    precision: str = "auto",
 ) -> float:
     """Top-1 kNN accuracy in percent (0..100); see `knn_predict` for the arguments.
 
@@ -97,7 +118,7 @@ def knn_accuracy(
         raise ValueError("knn_accuracy needs non-empty train and test sets")
     num_classes = int(max(train_labels.max().item(), test_labels.max().item())) + 1
     preds = knn_predict(
-        train_feats, train_labels, test_feats, k, num_classes, weighted, temperature, chunk_size
+        train_feats, train_labels, test_feats, k, num_classes, weighted, temperature, chunk_size, precision
     )
     return (preds == test_labels.to(preds.device)).double().mean().item() * 100.0
 
@@ -112,12 +133,8 @@ def _check_inputs(
     chunk_size: int,
 ) -> int:
     """Raise ValueError on malformed inputs; return k clamped to the number of training samples."""
-    check_feature_pair(train_feats, test_feats, "kNN")
+    _check_search(train_feats, test_feats, chunk_size)
     n = train_feats.shape[0]
-    if train_feats.device != test_feats.device:
-        raise ValueError(f"train and test features are on {train_feats.device} and {test_feats.device}")
-    if not train_feats.is_floating_point() or not test_feats.is_floating_point():
-        raise ValueError(f"features must be floating point; got {train_feats.dtype}, {test_feats.dtype}")
     if train_labels.ndim != 1 or train_labels.shape[0] != n:
         raise ValueError(f"train_labels must have shape ({n},); got {tuple(train_labels.shape)}")
     if train_labels.is_floating_point() or train_labels.is_complex():
@@ -127,8 +144,6 @@ def _check_inputs(
     lo, hi = int(train_labels.min().item()), int(train_labels.max().item())
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"train_labels must lie in [0, {num_classes}); found range [{lo}, {hi}]")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
     if k < 1:
