@@ -205,8 +205,7 @@ def step_share(
     def step() -> float:
         total, _ = step_fn.forward(x1, x2)
         loss = float(total.detach())  # the Trainer reads the loss (and checks it) every step
-        step_fn.update(total, x1, x2, train.lr)
-        method.after_optimizer_step(0.5)
+        step_fn.update(total, x1, x2, train.lr, 0.5)  # includes the method's after-step hook
         return loss
 
     threads = torch.get_num_threads()

@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--merge", action="store_true", help="keep rows of step.json not measured in this run")
     p.add_argument("--no-options", action="store_true", help="skip the speed-option rows")
     p.add_argument("--memory-child", nargs=3, metavar=("METHOD", "BACKBONE", "MODE"))
     args = p.parse_args(argv)
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.rounds, args.methods, args.backbones, args.no_options = 1, ["simclr"], ["small_cnn"], True
     env = environment(device, rounds=args.rounds, dtype="float32")
-    rows, table = [], []
+    rows = []
     for backbone in args.backbones:
         for method in args.methods:
             steps, batch, modes = {}, BACKBONES[backbone][3], modes_for(backbone)
@@ -214,27 +215,15 @@ def main(argv: list[str] | None = None) -> None:
                 row["memory_ratio"] = {m: mem[m]["peak_bytes"] / mem["plain"]["peak_bytes"] for m in modes}
                 row["memory_how"] = mem["plain"]["how"]
             rows.append(row)
-            for mode in modes:
-                mem_cell = f"{row['memory_ratio'][mode]:.2f}x" if mem else "-"
-                mib = f"{row['peak_bytes'][mode] / 2**20:,.0f}" if mem else "-"
-                table.append(
-                    [
-                        method,
-                        backbone,
-                        batch,
-                        mode,
-                        secs[mode],
-                        f"{row['time_ratio'][mode]:.2f}x",
-                        mib,
-                        mem_cell,
-                    ]
-                )
             print(json.dumps(row), flush=True)
-    header = ["method", "model", "batch", "mode", "step s", "time / plain", "peak MiB", "memory / plain"]
-    summary = markdown_table(header, table)
-    options = {}
+    previous = _previous(args.out) if args.merge else {}
+    measured = {(r["method"], r["model"]) for r in rows}
+    rows = [r for r in previous.get("modes", []) if (r["method"], r["model"]) not in measured] + rows
+    summary = mode_table(rows) + "\n\n" + acceptance(rows)
+    options = previous.get("options", {})
     if not args.no_options and device.type in ("cpu", "cuda"):
         options = measure_options(device, args.rounds)
+    if options:
         base = options["step_s"]["channels_last=false"]
         summary += (
             "\n\nSpeed options (SimCLR, small CNN, batch 256; time relative to the plain fp32 step):\n\n"
@@ -244,6 +233,52 @@ def main(argv: list[str] | None = None) -> None:
             [[k, v, f"{v / base:.2f}x", options["warmup_s"][k]] for k, v in options["step_s"].items()],
         )
     write_result("step", env, {"modes": rows, "options": options}, summary, args.out)
+
+
+def _previous(out: Path) -> dict:
+    path = out / "step.json"
+    return json.loads(path.read_text())["results"] if path.is_file() else {}
+
+
+def mode_table(rows: list[dict]) -> str:
+    header = ["method", "model", "batch", "mode", "step s", "time / plain", "peak MiB", "memory / plain"]
+    table = []
+    for row in rows:
+        for mode, secs in row["step_s"].items():
+            mem = "peak_bytes" in row
+            table.append(
+                [
+                    row["method"],
+                    row["model"],
+                    row["batch"],
+                    mode,
+                    secs,
+                    f"{row['time_ratio'][mode]:.2f}x",
+                    f"{row['peak_bytes'][mode] / 2**20:,.0f}" if mem else "-",
+                    f"{row['memory_ratio'][mode]:.2f}x" if mem else "-",
+                ]
+            )
+    return markdown_table(header, table)
+
+
+def acceptance(rows: list[dict]) -> str:
+    """Issue 4's goals on the small CNN: jvp <= 2.2x time and <= 1.2x memory, jvp every 4 <= 1.35x."""
+    lines = ["Issue 4 goals (small CNN):"]
+    for row in rows:
+        if row["model"] != "small_cnn":
+            continue
+        t, m = row["time_ratio"], row.get("memory_ratio", {})
+
+        def goal(value: float, limit: float) -> str:
+            return f"{value:.2f}x (goal <= {limit}: {'met' if value <= limit else 'NOT met'})"
+
+        lines.append(
+            f"- {row['method']}: jvp time {goal(t['jvp'], 2.2)}, jvp memory "
+            f"{goal(m.get('jvp', float('nan')), 1.2)}; every 4 {goal(t['jvp_every4'], 1.35)}; "
+            f"every 8 {t['jvp_every8']:.2f}x; exact {t['exact']:.2f}x time, "
+            f"{m.get('exact', float('nan')):.2f}x memory"
+        )
+    return "\n".join(lines)
 
 
 def measure_options(device: torch.device, rounds: int) -> dict:

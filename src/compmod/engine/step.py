@@ -36,8 +36,8 @@ def resolve_channels_last(value: bool | None, device: torch.device) -> bool:
 
 
 class TrainStep:
-    """`step(x1, x2, lr)` = `forward(x1, x2)` then `update(total, x1, x2, lr)`; the Trainer checks the loss
-    in between. The optimiser's learning rate is set to `lr` for this step."""
+    """`step(x1, x2, lr, progress)` = `forward(x1, x2)` then `update(total, x1, x2, lr, progress)`; the
+    Trainer checks the loss in between. The optimiser's learning rate is set to `lr` for this step."""
 
     def __init__(
         self,
@@ -84,8 +84,16 @@ class TrainStep:
             parts.update(reg.parts)
         return total, parts
 
-    def update(self, total: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lr: float) -> dict[str, float]:
-        """Backward, meta step (CompMod), optimiser step; returns the meta step's logged values."""
+    def update(
+        self, total: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lr: float, progress: float
+    ) -> dict[str, float]:
+        """Backward, meta step (CompMod), optimiser step, then the method's after-step hook (EMA teachers)
+        at `progress` in [0, 1] of training; returns the meta step's logged values."""
+        meta = self._update(total, x1, x2, lr)
+        self.method.after_optimizer_step(progress)
+        return meta
+
+    def _update(self, total: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lr: float) -> dict[str, float]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -104,9 +112,11 @@ class TrainStep:
         self.scaler.update()
         return meta
 
-    def step(self, x1: torch.Tensor, x2: torch.Tensor, lr: float) -> tuple[torch.Tensor, dict[str, Any]]:
+    def step(
+        self, x1: torch.Tensor, x2: torch.Tensor, lr: float, progress: float = 0.5
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         total, parts = self.forward(x1, x2)
-        parts.update(self.update(total, x1, x2, lr))
+        parts.update(self.update(total, x1, x2, lr, progress))
         return total, parts
 
     def state_dict(self) -> dict[str, Any]:

@@ -185,10 +185,9 @@ class Trainer:
                     f"(parts: {', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); "
                     f"last good checkpoint: {last}; lower train.lr or check the data"
                 )
-            parts.update(self.step_fn.update(total, x1, x2, lr))
+            parts.update(self.step_fn.update(total, x1, x2, lr, (self.state.step + 1) / self.total_steps))
             self.state.step += 1
             self.state.batch = i + 1
-            self.method.after_optimizer_step(self.state.step / self.total_steps)
             seen, done = seen + len(idx), done + 1
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v
