@@ -7,7 +7,9 @@ Speed options and their defaults (measured with `make bench`, see benchmarks/res
   in fp32 with autocast off (`losses/mec.py`), and so does the meta step (its look-ahead and JVP are exact
   fp32 computations). fp16 uses a GradScaler; gradients are unscaled before the meta step, which reads
   them, and a step whose gradients overflowed skips the meta update as the scaler skips the optimiser.
-  bf16 autocast made a CPU step 13-21x slower (no native bf16 on this CPU), so fp32 is the default.
+  fp32 is the default on every device: bf16 changes the numerics, and on CPUs without native bf16 it
+  made a step 13-21x slower; with AVX512-BF16 (this project's CPU) it measured 2.3x faster
+  (benchmarks/results/step.md), so it is worth trying there.
 - channels_last: NHWC weights and inputs. `None` picks `CHANNELS_LAST_DEFAULT[device type]`.
 - compile: torch.compile of the real forward (the meta step calls the uncompiled module statelessly).
 """
@@ -26,8 +28,8 @@ from compmod.regularizers.compmod import CompMod
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Measured: small CNN plain step, 2 CPU threads: channels_last 10 % faster (0.415 vs 0.462 s), ResNet-18
-# neutral; on CUDA NHWC is the layout tensor-core convolutions want.
+# Measured (benchmarks/results/step.md): small CNN, 2 CPU threads, plain step 0.208 s with channels_last
+# vs 0.242 s without, jvp step 0.721 vs 0.771 s; on CUDA NHWC is the layout tensor-core convolutions want.
 CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": True}
 
 
