@@ -67,3 +67,21 @@ def write_cifar10(root: Path, per_batch: int = 40, test: int = 60, seed: int = 0
 
 
 requires_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian dataset-fashion-mnist not installed")
+
+
+# Per-method `--set` overrides that keep every registered method small enough for tests with batches
+# of 8-16 (on top of method.proj_hidden_dim / method.proj_dim, which every method has). A method whose
+# defaults need a larger batch or a big buffer gets its entry here.
+METHOD_TEST_OVERRIDES: dict[str, list[str]] = {
+    "byol": ["method.pred_hidden_dim=32"],
+    "simsiam": ["method.pred_hidden_dim=8"],
+    "moco_v2": ["method.queue_size=64"],
+    "swav": ["method.num_prototypes=10"],
+    "wmse": ["method.w_size=8"],
+    "mec": ["method.pred_hidden_dim=8"],
+}
+
+
+def method_overrides(method: str) -> list[str]:
+    """`--set` items for `method` in tests: its name plus its entry in METHOD_TEST_OVERRIDES."""
+    return [f"method.name={method}", *METHOD_TEST_OVERRIDES.get(method, [])]

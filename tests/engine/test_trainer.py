@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tests.helpers import requires_fmnist
+from tests.helpers import method_overrides, requires_fmnist
 
 from compmod.config import load_config
 from compmod.engine.run import train_and_evaluate
@@ -34,7 +34,7 @@ def _cfg(tmp_path, *extra: str):
 @pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
 @pytest.mark.parametrize("method", METHODS.names())
 def test_trainer_two_steps_every_method_and_backbone(tmp_path, method, backbone):
-    cfg = _cfg(tmp_path, f"method.name={method}", f"model.backbone={backbone}", "train.max_steps=2")
+    cfg = _cfg(tmp_path, *method_overrides(method), f"model.backbone={backbone}", "train.max_steps=2")
     trainer = Trainer(cfg)
     before = {k: v.clone() for k, v in trainer.method.backbone.state_dict().items()}
     state = trainer.fit()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tests.helpers import requires_fmnist
+from tests.helpers import method_overrides, requires_fmnist
 
 from compmod.config import load_config
 from compmod.engine.builders import method_label
@@ -30,10 +30,8 @@ SMALL = [
 
 
 def _cfg(run_dir, method: str, *extra: str):
-    byol = ["method.pred_hidden_dim=32"] if method == "byol" else []
     return load_config(
-        None,
-        [*SMALL, *byol, f"method.name={method}", f"train.run_dir={run_dir}", "compmod.enabled=true", *extra],
+        None, [*SMALL, *method_overrides(method), f"train.run_dir={run_dir}", "compmod.enabled=true", *extra]
     )
 
 

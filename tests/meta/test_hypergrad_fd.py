@@ -21,6 +21,7 @@ import dataclasses
 
 import pytest
 import torch
+from tests.helpers import method_overrides
 from torch import nn
 
 from compmod.config import load_config
@@ -51,9 +52,7 @@ def smooth_activations(module: nn.Module) -> None:
 
 
 def build(name: str) -> SSLMethod:
-    overrides = [f"method.name={name}", f"method.proj_hidden_dim={HIDDEN}", f"method.proj_dim={PROJ}"]
-    if name == "byol":
-        overrides.append(f"method.pred_hidden_dim={HIDDEN}")
+    overrides = [*method_overrides(name), f"method.proj_hidden_dim={HIDDEN}", f"method.proj_dim={PROJ}"]
     torch.manual_seed(0)
     return build_method(load_config(None, overrides), 1, SIZE).double()
 

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from tests.helpers import method_overrides
 
 from compmod.config import load_config
 from compmod.engine.builders import build_method
@@ -20,9 +21,7 @@ MODES = ("exact", "jvp", "off")
 
 
 def build(name: str, dtype: torch.dtype = torch.float64) -> SSLMethod:
-    overrides = [f"method.name={name}", f"method.proj_hidden_dim={HIDDEN}", f"method.proj_dim={PROJ}"]
-    if name == "byol":
-        overrides.append(f"method.pred_hidden_dim={HIDDEN}")
+    overrides = [*method_overrides(name), f"method.proj_hidden_dim={HIDDEN}", f"method.proj_dim={PROJ}"]
     torch.manual_seed(0)
     return build_method(load_config(None, overrides), 1, SIZE).to(dtype=dtype)
 
