@@ -1,6 +1,14 @@
-"""SSL methods, one file each, registered by name in `METHODS`."""
+"""SSL methods, one file each, registered by name in `METHODS`.
 
-from compmod.methods import barlow_twins, byol, simclr  # noqa: F401  (registers the methods)
+Every module of this package is imported here, so a new method file registers itself by existing.
+"""
+
+import importlib
+import pkgutil
+
 from compmod.methods.base import METHODS, MethodSpec, ProjectorParams, SSLMethod, StepOutput, register_method
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "MethodSpec", "ProjectorParams", "SSLMethod", "StepOutput", "register_method"]
