@@ -128,6 +128,12 @@ def validate(cfg: Config) -> None:
             cfg.train.max_steps,
             "null or an integer >= 1",
         ),
+        (
+            cfg.train.checkpoint_every is None or cfg.train.checkpoint_every >= 1,
+            "train.checkpoint_every",
+            cfg.train.checkpoint_every,
+            "null or an integer >= 1",
+        ),
     ]
     for ok, key, value, accepted in checks:
         if not ok:

@@ -16,6 +16,7 @@ class DataConfig:
     channels: int | None = None  # None: 1 for grey data, 3 for colour
     subset: int | None = None  # pretrain on the first N training images only
     holdout_fraction: float = 0.1  # `folder` data with no test/val split: seeded held-out fraction
+    on_bad_image: Literal["fail", "skip"] = "fail"  # an unreadable image file: stop, or skip and log it
 
 
 @dataclass
@@ -77,6 +78,7 @@ class TrainConfig:
     run_dir: str = "runs/default"
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     log_every: int = 1  # metrics.jsonl gets every N-th step's loss parts
+    checkpoint_every: int | None = None  # also checkpoint every N steps mid-epoch (None: epoch ends only)
     progress: bool = True
     tensorboard: bool = False
     dtype: Literal["float32", "float64"] = "float32"  # float64 to check the maths
@@ -84,6 +86,8 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the method's forward only
     channels_last: bool | None = None  # None: the measured default for the device
     compile: bool = False  # torch.compile the real forward (slower for the small CNN on CPU)
+    # Data parallelism (under torchrun): batch_size is the GLOBAL batch, split equally over the ranks.
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (equals one process on it)
 
 
 @dataclass
