@@ -14,6 +14,12 @@ Bi-level objective, omega = (theta, phi) the encoder and projector, xi the CompM
   loss only. grad_omega [L_ssl + lambda1 L_mcr] at omega is the real step's gradient, read from `.grad`.
 - `off`: the paper's "No bi-level" ablation: xi is trained by lambda2 * L_comp alone.
 Every look-ahead pass runs on cloned buffers: BatchNorm statistics and EMA teachers are never changed.
+
+Data parallel (`compmod.distributed`): h and z hold this rank's rows; the fused input is gathered, so g_xi
+and both losses see the global batch on every rank, exactly as one process would. Gradients taken by hand
+with `torch.autograd.grad` bypass DDP's reducer; each is the rank's share of d(sum over ranks of the
+loss), so they are averaged over ranks: differentiably for the exact mode's inner gradient, in place for
+v and for the returned xi-gradient (`CompMod.hypergradient`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from torch import nn
 from torch.func import jvp
 
+from compmod.distributed import all_reduce_sum, average_, gather, world_size
 from compmod.losses.mec import comp_loss, mcr_loss
 from compmod.meta.batchnorm_jvp import lean_batchnorm_jvp
 from compmod.meta.functional import head_call, stateless_forward, trainable, zeros_for_none
@@ -52,10 +59,11 @@ class BilevelProblem:
         from compmod.regularizers.fusion import fuse  # here: regularizers imports this module
 
         x = fuse(self.fusion, h, z, self.alpha)
-        return head_call(self.head, xi, x.detach() if self.detach_input else x, real_buffers)
+        return head_call(self.head, xi, gather(x.detach() if self.detach_input else x), real_buffers)
 
     def mcr(self, z_hat: torch.Tensor, z) -> torch.Tensor:
-        return mcr_loss(z_hat, z[0], z[1], self.lam, self.order, self.scale)  # type: ignore[arg-type]
+        """L_mcr of the global z_hat against this rank's z (gathered into the global batch)."""
+        return mcr_loss(z_hat, gather(z[0]), gather(z[1]), self.lam, self.order, self.scale)  # type: ignore[arg-type]
 
     def comp(self, z_hat: torch.Tensor) -> torch.Tensor:
         return comp_loss(z_hat, self.lam, self.order, self.scale)  # type: ignore[arg-type]
@@ -83,10 +91,8 @@ def hypergrad_exact(
     z_hat = problem.z_hat(xi, (h1, h2), (z1, z2))
     inner = loss + problem.lambda1 * problem.mcr(z_hat, (z1, z2))
     grads = torch.autograd.grad(inner, list(omega.values()), create_graph=True, allow_unused=True)
-    omega_prime = {
-        n: p - problem.r * g
-        for (n, p), g in zip(omega.items(), zeros_for_none(grads, list(omega.values())), strict=True)
-    }
+    grads = [_mean_over_ranks(g) for g in zeros_for_none(grads, list(omega.values()))]
+    omega_prime = {n: p - problem.r * g for (n, p), g in zip(omega.items(), grads, strict=True)}
     outer = stateless_forward(model, omega_prime, x1, x2)[0] + problem.lambda2 * problem.comp(z_hat)
     return zeros_for_none(torch.autograd.grad(outer, list(xi.values()), allow_unused=True), list(xi.values()))
 
@@ -110,6 +116,7 @@ def hypergrad_jvp(
         torch.autograd.grad(loss_prime, list(omega_prime.values()), allow_unused=True),
         list(omega_prime.values()),
     )
+    average_(v)
 
     # tangents of (h, z) at omega along v
     def hz(params):
@@ -129,6 +136,12 @@ def hypergrad_jvp(
     return zeros_for_none(torch.autograd.grad(outer, list(xi.values()), allow_unused=True), list(xi.values()))
 
 
+def _mean_over_ranks(g: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks of a per-rank gradient, differentiable (g itself in one process)."""
+    w = world_size()
+    return g if w == 1 else all_reduce_sum(g) / w
+
+
 def objective(
     problem: BilevelProblem,
     model: nn.Module,
@@ -145,6 +158,7 @@ def objective(
     grads = zeros_for_none(
         torch.autograd.grad(inner, list(omega.values()), allow_unused=True), list(omega.values())
     )
+    average_(grads)
     omega_prime = {n: (p - problem.r * g).detach() for (n, p), g in zip(omega.items(), grads, strict=True)}
     with torch.no_grad():
         return stateless_forward(model, omega_prime, x1, x2)[0] + problem.lambda2 * problem.comp(

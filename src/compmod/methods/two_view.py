@@ -1,6 +1,9 @@
 """The shared-encoder two-view method: h = f(x), z = g(h) for each view, then a loss of (z1, z2).
 
-SimCLR (NT-Xent) and Barlow Twins (cross-correlation) are this module with different losses.
+SimCLR (NT-Xent) and Barlow Twins (cross-correlation) are this module with different losses. Both couple
+the samples of a batch, so the loss takes the gathered global batch (`compmod.distributed.gather`): under
+data parallelism every rank computes the loss a single process computes on the whole batch (SimCLR's
+negatives and Barlow Twins' cross-correlation and its standardisation over all of it).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from compmod.distributed import gather
 from compmod.methods.base import SSLMethod, StepOutput
 
 
@@ -33,5 +37,5 @@ class TwoViewMethod(SSLMethod):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
         h1, h2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(h1), self.projector(h2)
-        loss = self.loss(z1, z2)
+        loss = self.loss(gather(z1), gather(z2))
         return StepOutput(loss, {"ssl": loss.detach()}, (h1, h2), (z1, z2))

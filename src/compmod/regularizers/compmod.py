@@ -24,11 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from compmod.losses.mec import SCALES, comp_loss, lambda_at, mcr_loss, mec_lambda
-from compmod.meta.functional import head_call, trainable
+from compmod.distributed import average_, local_rows, world_size
+from compmod.losses.mec import SCALES, lambda_at, mec_lambda
+from compmod.meta.functional import trainable
 from compmod.meta.hypergrad import MODES, BilevelProblem, hypergrad_exact, hypergrad_jvp, hypergrad_off
 from compmod.models.heads import mlp
-from compmod.regularizers.fusion import FUSIONS, fuse, fusion_dims
+from compmod.regularizers.fusion import FUSIONS, fusion_dims
 
 
 class CompModHead(nn.Module):
@@ -138,7 +139,8 @@ class CompMod:
     ) -> RegOutput:
         """lambda1 * L_mcr(z_hat, z1, z2) with xi held fixed; gradients reach omega through z (and h,
         unless `detach_input`)."""
-        m, d = z[0].shape
+        m_local, d = z[0].shape
+        m = m_local * world_size()  # the global batch: every rank computes the global losses
         lam = self.current_lambda(m, d)
         alpha = None
         if self.fusion == "mixup_h":
@@ -146,13 +148,13 @@ class CompMod:
                 torch.full((m, 1), self.mixup_alpha, dtype=h[0].dtype)
                 if self.mixup_alpha is not None
                 else torch.rand((m, 1), generator=self.generator, dtype=h[0].dtype)
-            ).to(h[0].device)
-        x = fuse(self.fusion, h, z, alpha)
+            )[local_rows(m)].to(h[0].device)  # drawn for the global batch: this rank's rows
+        problem = self.problem(0.0, lam, alpha)
         xi = {n: p.detach() for n, p in trainable(self.head).items()}
-        z_hat = head_call(self.head, xi, x.detach() if self.detach_input else x, real_buffers=True)
-        mcr = mcr_loss(z_hat, z[0], z[1], lam, self.order, self.scale)  # type: ignore[arg-type]
+        z_hat = problem.z_hat(xi, h, z, real_buffers=True)
+        mcr = problem.mcr(z_hat, z)
         with torch.no_grad():
-            comp = comp_loss(z_hat, lam, self.order, self.scale)  # type: ignore[arg-type]
+            comp = problem.comp(z_hat)
         self._cache = {
             "h": tuple(t.detach() for t in h),
             "z": tuple(t.detach() for t in z),
@@ -178,7 +180,15 @@ class CompMod:
     def hypergradient(
         self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float
     ) -> list[torch.Tensor]:
-        """The xi-gradient of F for the batch last passed to `regularize` (in `self.mode`)."""
+        """The xi-gradient of F for the batch last passed to `regularize` (in `self.mode`); under data
+        parallelism the global batch's, the same on every rank."""
+        grads = self._rank_share(model, x1, x2, lr)
+        average_(grads)  # each rank computed its share (meta/hypergrad.py); identity in one process
+        return grads
+
+    def _rank_share(
+        self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float
+    ) -> list[torch.Tensor]:
         if self._cache is None:
             raise RuntimeError("call regularize(h, z) before meta_step/hypergradient")
         c = self._cache

@@ -17,6 +17,10 @@ SPLITS: tuple[str, ...] = ("pretrain", "train", "test")
 """pretrain: images for self-supervised pretraining (labels may be -1); train: labelled train split
 (kNN memory bank, linear probe); test: evaluation."""
 
+BAD_IMAGE_POLICIES: tuple[str, ...] = ("fail", "skip")
+"""What to do with an image file that cannot be decoded: stop with a `DataError`, or skip it (VISSL's
+policy for corrupt images). Applies to datasets read one file per image (`folder`)."""
+
 
 @dataclass
 class ImageDataset:
@@ -29,6 +33,8 @@ class ImageDataset:
         mean: per-channel mean of ``images / 255`` (C values).
         std: per-channel standard deviation of ``images / 255`` (C values, never below 1/255).
         name: the registry name of the dataset.
+        skipped: paths of the unreadable image files left out under ``on_bad_image="skip"`` (empty
+            otherwise, and for datasets stored as arrays rather than one file per image).
     """
 
     images: torch.Tensor
@@ -37,29 +43,36 @@ class ImageDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     name: str
+    skipped: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
 
 class RawSplit(NamedTuple):
-    """What a loader returns: images (N, C, H, W) uint8, labels (N,) int64, class names."""
+    """What a loader returns: images (N, C, H, W) uint8, labels (N,) int64, class names, and the paths
+    of the image files it skipped as unreadable (``on_bad_image="skip"``)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LoadOptions:
     """What `load_dataset` was asked for beyond the split. `image_size` and `channels` are hints a
     loader may apply while decoding (the folder loader does); `load_dataset` converts whatever comes
-    back, so other loaders return native images. `holdout_fraction`/`seed`: folders without a test split."""
+    back, so other loaders return native images. `holdout_fraction`/`seed`: folders without a test split.
+    `on_bad_image`: what a loader reading one file per image does with a file it cannot decode, "fail"
+    (a `DataError`) or "skip" (leave it out, log it, list it in `RawSplit.skipped`); see
+    `BAD_IMAGE_POLICIES`."""
 
     image_size: int | None = None
     channels: int | None = None
     holdout_fraction: float = 0.1
     seed: int = 0
+    on_bad_image: str = "fail"
 
 
 class Loader(Protocol):

@@ -12,10 +12,16 @@ common (width, height) over all images of the dataset (train and test, so both s
 to the size met first in sorted path order) is used and other images are resized to it.
 Channels: grey files (modes 1, L, LA, I, I;16, F) give 1 channel, colour files 3; a mix gives 3,
 unless ``channels`` says otherwise. Alpha is dropped.
+Unreadable files (corrupt, truncated, empty): ``on_bad_image="fail"`` stops with a `DataError` naming
+the file; ``"skip"`` leaves them out of the split with their labels, logs each one and a summary on the
+``compmod.data`` logger, and lists them in `RawSplit.skipped`. Files whose header cannot be read do not
+count towards the most common size. The held-out draw is made over all files first, so which files are
+unreadable never changes which good files are held out.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -32,6 +38,9 @@ IMAGE_EXTENSIONS = frozenset(
 )
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_SKIP_HINT = "set data.on_bad_image=skip to skip unreadable images"
+_SHOWN = 5  # file names listed in the summary of skipped images
+_log = logging.getLogger("compmod.data")
 
 
 def _is_image(name: str) -> bool:
@@ -85,50 +94,100 @@ def _labelled(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[lis
     return files, np.asarray(labels, dtype=np.int64)
 
 
+def _reason(e: BaseException) -> str:
+    """The decoder's message on one line (the exception's type when it has none)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def _choose_format(
-    files: list[Path], image_size: int | None, channels: int | None
-) -> tuple[tuple[int, int], int]:
-    """(width, height) and channel count of the output, reading only file headers when needed."""
+    files: list[Path], image_size: int | None, channels: int | None, skip: bool
+) -> tuple[tuple[int, int], int, dict[Path, str]]:
+    """(width, height) and channel count of the output, reading only file headers when needed, and
+    {file whose header cannot be read: reason}. Without `skip` the first such file raises instead."""
     sizes: Counter[tuple[int, int]] = Counter()
     grey = True
+    bad: dict[Path, str] = {}
     if image_size is None or channels is None:
         for path in files:
             try:
                 with Image.open(path) as img:
-                    sizes[img.size] += 1
-                    grey = grey and img.mode in _GREY_MODES
+                    img_size, img_mode = img.size, img.mode
             except _DECODE_ERRORS as e:
-                raise DataError(f"cannot read image {path}: {' '.join(str(e).split())}") from None
+                if not skip:
+                    raise DataError(f"cannot read image {path}: {_reason(e)}; {_SKIP_HINT}") from None
+                bad[path] = _reason(e)
+                continue
+            sizes[img_size] += 1
+            grey = grey and img_mode in _GREY_MODES
+        if not sizes:
+            raise DataError(
+                f"none of the {len(files)} image files of the dataset can be read "
+                f"(first: {files[0]}: {bad[files[0]]}); nothing is left after skipping them"
+            )
     size = (image_size, image_size) if image_size is not None else sizes.most_common(1)[0][0]
-    return size, channels if channels is not None else (1 if grey else 3)
+    return size, channels if channels is not None else (1 if grey else 3), bad
 
 
 def _decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
-    """One file as uint8 (H, W) for mode "L" or (H, W, 3) for "RGB", resized to `size` = (W, H)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit / float grey -> 8 bit
-                arr = np.asarray(img, dtype=np.float64)
-                if img.mode.startswith("I;16") or arr.max() > 255:
-                    arr = arr / 257.0
-                img = Image.fromarray(np.clip(arr.round(), 0, 255).astype(np.uint8))
-            elif img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            img = img.convert(mode)
-            if img.size != size:
-                img = img.resize(size, Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
-    except _DECODE_ERRORS as e:
-        raise DataError(f"cannot decode image {path}: {' '.join(str(e).split())}") from None
+    """One file as uint8 (H, W) for mode "L" or (H, W, 3) for "RGB", resized to `size` = (W, H).
+
+    A corrupt, truncated or empty file raises one of `_DECODE_ERRORS`. A truncated file passes
+    `Image.open` (it reads the header only) and fails in `img.load()`, because PIL's
+    `ImageFile.LOAD_TRUNCATED_IMAGES` is left False: PIL would otherwise pad the image with grey.
+    """
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit / float grey -> 8 bit
+            arr = np.asarray(img, dtype=np.float64)
+            if img.mode.startswith("I;16") or arr.max() > 255:
+                arr = arr / 257.0
+            img = Image.fromarray(np.clip(arr.round(), 0, 255).astype(np.uint8))
+        elif img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
+        img = img.convert(mode)
+        if img.size != size:
+            img = img.resize(size, Image.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
 
 
-def _decode_all(files: list[Path], size: tuple[int, int], channels: int) -> torch.Tensor:
+def _decode_all(
+    files: list[Path], size: tuple[int, int], channels: int, skip: bool
+) -> tuple[torch.Tensor, list[int], dict[Path, str]]:
+    """uint8 (n, C, H, W) of the decodable `files`, their indices in `files`, and {file that cannot be
+    decoded: reason}. Without `skip` the first such file raises a `DataError` instead."""
     out = np.empty((len(files), size[1], size[0], channels), dtype=np.uint8)
     mode = "L" if channels == 1 else "RGB"
+    decoded: list[int] = []
+    bad: dict[Path, str] = {}
     for i, path in enumerate(files):
-        out[i] = _decode(path, size, mode).reshape(size[1], size[0], channels)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+        try:
+            arr = _decode(path, size, mode)
+        except _DECODE_ERRORS as e:
+            if not skip:
+                raise DataError(f"cannot decode image {path}: {_reason(e)}; {_SKIP_HINT}") from None
+            bad[path] = _reason(e)
+            continue
+        out[len(decoded)] = arr.reshape(size[1], size[0], channels)
+        decoded.append(i)
+    images = torch.from_numpy(out[: len(decoded)]).permute(0, 3, 1, 2).contiguous()
+    return images, decoded, bad
+
+
+def _report_skipped(root: Path, split: str, files: list[Path], bad: dict[Path, str]) -> None:
+    """Log each skipped file of the split and a summary; a `DataError` when no image is left."""
+    for path, reason in bad.items():
+        _log.warning("skipping unreadable image %s: %s", path, reason)
+    shown = ", ".join(os.path.relpath(p, root) for p in list(bad)[:_SHOWN])
+    more = f", ... ({len(bad) - _SHOWN} more)" if len(bad) > _SHOWN else ""
+    if len(bad) == len(files):
+        first, reason = next(iter(bad.items()))
+        raise DataError(
+            f"all {len(files)} images of split {split!r} in {root} are unreadable ({shown}{more}); "
+            f"first: {first}: {reason}"
+        )
+    _log.warning(
+        "skipped %d of %d images of split %r in %s: %s%s", len(bad), len(files), split, root, shown, more
+    )
 
 
 def _split_files(
@@ -187,6 +246,12 @@ def load_folder(
     """Decode one split of an image folder to (N, C, H, W) uint8 (see the module docstring for rules)."""
     root = _find_root(paths)
     files, labels, classes, all_files = _split_files(split, root, options.holdout_fraction, options.seed)
-    size, n_channels = _choose_format(all_files, options.image_size, options.channels)
-    images = _decode_all(files, size, n_channels)
-    return RawSplit(images, torch.from_numpy(labels), classes)
+    skip = options.on_bad_image == "skip"
+    size, n_channels, bad_headers = _choose_format(all_files, options.image_size, options.channels, skip)
+    readable = [i for i, f in enumerate(files) if f not in bad_headers]
+    images, decoded, bad_data = _decode_all([files[i] for i in readable], size, n_channels, skip)
+    bad = {f: bad_headers.get(f) or bad_data[f] for f in files if f in bad_headers or f in bad_data}
+    if bad:
+        _report_skipped(root, split, files, bad)
+    keep = [readable[j] for j in decoded]
+    return RawSplit(images, torch.from_numpy(labels[keep]), classes, tuple(str(p) for p in bad))

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from compmod.data.datasets.base import DATASETS, SPLITS, ImageDataset, LoadOptions, dataset_search_paths
+from compmod.data.datasets.base import (
+    BAD_IMAGE_POLICIES,
+    DATASETS,
+    SPLITS,
+    ImageDataset,
+    LoadOptions,
+    dataset_search_paths,
+)
 from compmod.data.datasets.convert import channel_stats, convert_channels, resize_images
 from compmod.errors import ConfigError, DataError
 
 
-def _check_args(split: str, image_size: int | None, channels: int | None, holdout_fraction: float) -> None:
+def _check_args(
+    split: str, image_size: int | None, channels: int | None, holdout_fraction: float, on_bad_image: str
+) -> None:
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if image_size is not None and (
@@ -20,6 +29,10 @@ def _check_args(split: str, image_size: int | None, channels: int | None, holdou
         raise ConfigError(f"channels must be 1, 3 or None (native), got {channels!r}")
     if not 0 <= holdout_fraction < 1:
         raise ConfigError(f"holdout_fraction must be in [0, 1), got {holdout_fraction!r}")
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ConfigError(
+            f"on_bad_image must be one of: {', '.join(BAD_IMAGE_POLICIES)}; got {on_bad_image!r}"
+        )
 
 
 def load_dataset(
@@ -30,6 +43,7 @@ def load_dataset(
     channels: int | None = None,
     holdout_fraction: float = 0.1,
     seed: int = 0,
+    on_bad_image: str = "fail",
 ) -> ImageDataset:
     """Load one split of a registered dataset into memory. Nothing is ever downloaded.
 
@@ -46,6 +60,13 @@ def load_dataset(
         holdout_fraction: for folders without test/ or val/: the seeded, stratified fraction of train
             used as "test" (and removed from "train" and "pretrain").
         seed: seeds that held-out draw; same seed, same split.
+        on_bad_image: for datasets stored one file per image (`folder`): "fail" stops at the first
+            unreadable, corrupt, truncated or empty file with a `DataError` naming it; "skip" leaves such
+            files out of the split (with their labels), logs each one and a summary on the
+            ``compmod.data`` logger at WARNING, and lists them in `ImageDataset.skipped`. The held-out
+            draw is made before, so a skipped file never moves another one between train and test.
+            Datasets stored as arrays (fashion_mnist, cifar10/100, stl10) have no per-image files and
+            ignore it.
 
     Returns:
         The split: uint8 images (N, C, H, W), int64 labels (N,), classes, per-channel mean/std.
@@ -53,14 +74,15 @@ def load_dataset(
     Raises:
         ConfigError: unknown name (with a did-you-mean), split, or bad option.
         DatasetNotFoundError: the files are in none of the searched folders (the message lists them).
-        DataError: a file exists but cannot be read.
+        DataError: a file exists but cannot be read (under on_bad_image="skip": every image of the
+            split is unreadable).
     """
     loader = DATASETS.get(name)
-    _check_args(split, image_size, channels, holdout_fraction)
+    _check_args(split, image_size, channels, holdout_fraction, on_bad_image)
     raw = loader(
         split,
         dataset_search_paths(name, root),
-        LoadOptions(image_size, channels, holdout_fraction, seed),
+        LoadOptions(image_size, channels, holdout_fraction, seed, on_bad_image),
     )
     if raw.images.shape[0] == 0:
         where = f" in {root}" if root is not None else ""
@@ -78,4 +100,5 @@ def load_dataset(
         mean,
         std,
         name,
+        tuple(raw.skipped),
     )
