@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from compmod.errors import CompmodError
+from compmod.errors import CompmodError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
 
@@ -69,8 +69,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         for item in args.overrides:
             apply_override(raw, item)
         cfg = config_from_dict(raw)
-    results = train_and_evaluate(cfg, resume=args.resume, overwrite=args.overwrite)
-    _print_results(results, cfg.train.run_dir)
+    from compmod.distributed import is_main
+    from compmod.engine.ddp import shutdown
+
+    try:
+        results = train_and_evaluate(cfg, resume=args.resume, overwrite=args.overwrite)
+        if is_main():
+            _print_results(results, cfg.train.run_dir)
+    finally:
+        shutdown()
     return 0
 
 
@@ -145,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:
+        print(f"compmod: {e}", file=sys.stderr)
+        return 128 + e.signum
     except CompmodError as e:
         print(f"compmod: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -30,6 +30,14 @@ class NonFiniteLossError(CompmodError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
 
+class TrainingInterrupted(CompmodError):
+    """SIGTERM or SIGINT arrived during training; a checkpoint was written before stopping."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest choice to `name`, or ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

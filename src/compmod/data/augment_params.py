@@ -99,6 +99,17 @@ class AugmentParams:
     cutout: torch.Tensor | None = None  # (N,) bool
     cutout_box: torch.Tensor | None = None  # (N, 4) long (top, left, height, width) in output pixels
 
+    def rows(self, index: slice) -> AugmentParams:
+        """The parameters of rows `index` only (a data-parallel rank's share of a global batch)."""
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: getattr(self, f.name)[index]
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
+        )
+
 
 def sample_crop_boxes(
     n: int,

@@ -21,6 +21,7 @@ def build_dataset(cfg: Config, split: str) -> ImageDataset:
         channels=d.channels,
         holdout_fraction=d.holdout_fraction,
         seed=cfg.train.seed,
+        on_bad_image=d.on_bad_image,
     )
     n = d.subset if split == "pretrain" else (cfg.eval.train_subset if split == "train" else None)
     if n is not None and n < len(ds):

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 from compmod.errors import CheckpointError
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write `state` to `path` so that a crash at any moment leaves either the old or the new file."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Create or replace `path` with what `write(f)` writes to a binary file, so that a crash at any
+    moment leaves either the old or the new file: `write` fills a temp file in the same folder, which
+    is fsynced, renamed over `path` (os.replace is atomic on one file system), and the folder fsynced.
+    On an error the temp file is removed and the error re-raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -32,6 +36,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write `state` to `path` so that a crash at any moment leaves either the old or the new file."""
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -55,8 +55,10 @@ def check_batch_split(batch_size: int) -> None:
 
 
 def wrap(method: nn.Module, device: torch.device) -> nn.Module:
-    """DDP around `method` when distributed, else `method`. Buffers are not re-broadcast every step (a
-    MoCo queue would be sent each time); with `train.sync_bn` every rank's statistics agree anyway."""
+    """DDP around `method` when distributed, else `method`. Buffers are synced once at the start, not at
+    every step (a MoCo queue would be sent each time); with `train.sync_bn` every rank's statistics agree
+    anyway. DDP looks for parameters without gradient only for methods that declare some
+    (`SSLMethod.unused_parameters`)."""
     if world_size() == 1:
         return method
     from torch.nn.parallel import DistributedDataParallel
@@ -64,8 +66,8 @@ def wrap(method: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(
         method,
         device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False,
-        find_unused_parameters=True,  # e.g. SwAV's prototypes while they are frozen
+        forward_sync_buffers=False,
+        find_unused_parameters=bool(getattr(method, "unused_parameters", False)),
     )
 
 

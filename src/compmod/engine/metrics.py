@@ -9,6 +9,29 @@ from typing import Any
 from compmod.errors import ConfigError
 
 
+def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
+    """Drop the records of steps after `last_step` from `<run_dir>/metrics.jsonl` (atomically): a run
+    resumed from the checkpoint of `last_step` logs those steps again."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= last_step]  # type: ignore[operator]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one record, or None for a torn line (a process killed while writing it)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class MetricsLogger:
     """Appends one JSON object per call to `<run_dir>/metrics.jsonl`; mirrors scalars to TensorBoard."""
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from compmod.config.schema import Config
+from compmod.distributed import is_main
 from compmod.engine.builders import method_label
 from compmod.engine.trainer import Trainer, write_results
 from compmod.eval.protocol import EVALS, evaluate
@@ -24,6 +25,8 @@ def train_and_evaluate(cfg: Config, resume: bool = False, overwrite: bool = Fals
         "steps": state.step,
         "train_time_s": round(train_s, 2),
     }
+    if not is_main():  # under torchrun, rank 0 evaluates and writes the results
+        return results
     if cfg.eval.enabled:
         which = [w for w in EVALS if w != "linear" or cfg.eval.linear]
         which = [w for w in which if w != "pixel_knn" or cfg.eval.pixel_knn]

@@ -12,6 +12,7 @@ Speed options and their defaults (measured with `make bench`, see benchmarks/res
   (benchmarks/results/step.md), so it is worth trying there.
 - channels_last: NHWC weights and inputs. `None` picks `CHANNELS_LAST_DEFAULT[device type]`.
 - compile: torch.compile of the real forward (the meta step calls the uncompiled module statelessly).
+Under torchrun the real forward goes through DistributedDataParallel; the meta step calls the bare module.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from compmod.engine.ddp import wrap
 from compmod.errors import ConfigError
 from compmod.methods.base import SSLMethod
 from compmod.regularizers.compmod import CompMod
@@ -63,7 +65,8 @@ class TrainStep:
         self.channels_last = resolve_channels_last(channels_last, self.device)
         if self.channels_last:
             method.to(memory_format=torch.channels_last)
-        self.forward_module: Callable[..., Any] = torch.compile(method) if compile else method
+        wrapped = wrap(method, self.device)  # DDP under torchrun (its reducer averages the gradients)
+        self.forward_module: Callable[..., Any] = torch.compile(wrapped) if compile else wrapped
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,35 @@
-"""The training loop: one code path for CPU and CUDA, checkpoint every epoch, resume, loud failures."""
+"""The training loop: one code path for CPU, CUDA and torchrun data parallelism.
+
+Checkpoints are written (by rank 0, atomically) at every epoch end, every `train.checkpoint_every` steps,
+at `train.max_steps`, and when SIGTERM/SIGINT arrives (then the run stops cleanly). A checkpoint holds
+everything a run depends on, so a run resumed from it ends with exactly the weights of an uninterrupted
+one: model (with EMA teachers, queues and step buffers), optimiser, CompMod's head, optimiser, lambda
+warm-up step and generator, the AMP scaler, every RNG state in use, and the position in the data order
+(epoch, batch; the order itself is a seeded function of the epoch).
+
+Data parallel: `train.batch_size` is the global batch. Every rank draws the same global batch indices and
+the same augmentation parameters for it, then takes its equal share of both (`distributed.local_rows`),
+so with `train.sync_bn` the run equals a single process on the global batch.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from compmod.config.load import config_to_dict, dump_config
 from compmod.config.schema import Config
+from compmod.distributed import broadcast_, is_main, local_rows
 from compmod.engine.batches import BatchSource
 from compmod.engine.builders import (
     build_augmentations,
@@ -23,12 +39,15 @@ from compmod.engine.builders import (
     method_label,
 )
 from compmod.engine.checkpoint import load_checkpoint, save_checkpoint
+from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distributed
 from compmod.engine.device import resolve_device, seed_everything, set_threads
-from compmod.engine.metrics import MetricsLogger
+from compmod.engine.metrics import MetricsLogger, truncate_metrics
 from compmod.engine.optim import build_optimizer
 from compmod.engine.schedule import warmup_cosine
+from compmod.engine.signals import StopSignals
 from compmod.engine.step import TrainStep
-from compmod.errors import CheckpointError, CompmodError, NonFiniteLossError
+from compmod.errors import CheckpointError, CompmodError, NonFiniteLossError, TrainingInterrupted
+from compmod.models.sync_batchnorm import convert_sync_batchnorm
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -64,12 +83,17 @@ class Trainer:
             )
         set_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
-        self.device = resolve_device(cfg.train.device)
+        self.device = init_distributed(resolve_device(cfg.train.device))
+        check_batch_split(cfg.train.batch_size)
+        self.local = local_rows(cfg.train.batch_size)  # this rank's rows of every global batch
         self.data = build_dataset(cfg, "pretrain")
         c, h, w = self.data.images.shape[1:]
         self.image_size = h
         self.dtype = getattr(torch, cfg.train.dtype)
-        self.method = build_method(cfg, c, h).to(self.device, self.dtype)
+        self.method = build_method(cfg, c, h)
+        if cfg.train.sync_bn:
+            convert_sync_batchnorm(self.method)
+        self.method.to(self.device, self.dtype)
         self.views = [v.to(self.device) for v in build_augmentations(cfg, h, self.data.mean, self.data.std)]
         self.optimizer = build_optimizer([self.method], cfg.train)
         self.steps_per_epoch = len(self.data) // cfg.train.batch_size
@@ -81,6 +105,7 @@ class Trainer:
         self.compmod = build_compmod(cfg, self.method, self.steps_per_epoch)
         if self.compmod is not None:
             self.compmod.to(self.device, self.dtype)
+            broadcast_([*self.compmod.head.parameters(), *self.compmod.head.buffers()])
         self.step_fn = TrainStep(
             self.method,
             self.optimizer,
@@ -106,7 +131,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "batch": self.state.batch,
             "step": self.state.step,
-            "rng": {"torch": torch.get_rng_state(), "augment": self.aug_gen.get_state()},
+            "rng": _rng_states(self.aug_gen),
             "compmod": self.compmod.state_dict() if self.compmod is not None else None,
             "step_fn": self.step_fn.state_dict(),
             "config": config_to_dict(self.cfg),
@@ -132,27 +157,48 @@ class Trainer:
             )
         self.step_fn.load_state_dict(state.get("step_fn", {}))
         self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
-        torch.set_rng_state(state["rng"]["torch"])
-        self.aug_gen.set_state(state["rng"]["augment"])
+        _set_rng_states(state["rng"], self.aug_gen)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self) -> RunState:
         cfg = self.cfg.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
-        logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
+        logger = None
+        if is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+            truncate_metrics(self.run_dir, self.state.step)  # steps after the checkpoint are run again
+            logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
         try:
-            while self.state.epoch < cfg.epochs and not self._max_steps_reached():
-                self._epoch(logger, warmup)
+            with StopSignals() as signals:
+                while self.state.epoch < cfg.epochs and not self._max_steps_reached():
+                    self._epoch(logger, warmup, signals)
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close()
         return self.state
+
+    def save(self) -> None:
+        """Write the checkpoint (rank 0) and wait until it is on disk (every rank)."""
+        if is_main():
+            save_checkpoint(self._checkpoint(), self.ckpt_path)
+        barrier()
 
     def _max_steps_reached(self) -> bool:
         return self.cfg.train.max_steps is not None and self.state.step >= self.cfg.train.max_steps
 
-    def _epoch(self, logger: MetricsLogger, warmup: int) -> None:
+    def _views(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the two views of the global batch `idx` (augmentation parameters drawn
+        for the whole global batch, so every rank's generator stays in step)."""
+        x = self.batches.get(idx[self.local])
+        h, w = self.data.images.shape[-2:]
+        views = []
+        for view in self.views:
+            params = view.sample(len(idx), h, w, self.aug_gen).rows(self.local)
+            views.append(self.step_fn.prepare(view.apply(x, params).to(self.dtype)))
+        return views[0], views[1]
+
+    def _epoch(self, logger: MetricsLogger | None, warmup: int, signals: StopSignals) -> None:
         cfg = self.cfg.train
         epoch = self.state.epoch
         self.method.train()
@@ -164,17 +210,15 @@ class Trainer:
         bar = tqdm(
             range(self.state.batch, self.steps_per_epoch),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not cfg.progress or not is_main(),
             leave=False,
             dynamic_ncols=True,
         )
         t0, seen, done, sums = time.perf_counter(), 0, 0, {}
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = self.batches.get(idx)
             lr = warmup_cosine(self.state.step, self.total_steps, warmup, cfg.lr, cfg.lr * cfg.min_lr_ratio)
-            x1 = self.step_fn.prepare(self.views[0](x, self.aug_gen).to(self.dtype))
-            x2 = self.step_fn.prepare(self.views[1](x, self.aug_gen).to(self.dtype))
+            x1, x2 = self._views(idx)
             total, parts = self.step_fn.forward(x1, x2)
             loss = float(total.detach())
             parts = {k: float(v) for k, v in parts.items()}
@@ -191,9 +235,14 @@ class Trainer:
             seen, done = seen + len(idx), done + 1
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v
-            if self.state.step % cfg.log_every == 0 or done == 1:
+            if logger is not None and (self.state.step % cfg.log_every == 0 or done == 1):
                 logger.log({"epoch": epoch + 1, "lr": lr, "loss": loss, **parts}, self.state.step)
             bar.set_postfix(loss=f"{loss:.4f}")
+            if any_rank(signals.requested):
+                self._stop(signals.signum)
+            every = cfg.checkpoint_every
+            if every is not None and self.state.step % every == 0 and self.state.batch < self.steps_per_epoch:
+                self.save()  # (the epoch end saves anyway)
             if self._max_steps_reached():
                 break
         bar.close()
@@ -201,8 +250,9 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         summary = {f"epoch_{k}": v / n for k, v in sums.items()}
         summary.update(epoch=epoch + 1, images_per_s=seen / max(elapsed, 1e-9), epoch_time_s=elapsed)
-        logger.log(summary, self.state.step)
-        if cfg.progress:
+        if logger is not None:
+            logger.log(summary, self.state.step)
+        if cfg.progress and is_main():
             print(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {summary['epoch_loss']:.4f}  "
                 f"{summary['images_per_s']:.0f} img/s  {elapsed:.1f}s",
@@ -210,7 +260,52 @@ class Trainer:
             )
         if self.state.batch == self.steps_per_epoch:
             self.state.epoch, self.state.batch = epoch + 1, 0
-        save_checkpoint(self._checkpoint(), self.ckpt_path)
+        self.save()
+
+    def _stop(self, signum: int | None) -> None:
+        """Checkpoint, then leave the loop with TrainingInterrupted (a signal arrived)."""
+        self.save()
+        signum = signum if signum is not None else signal.SIGTERM  # another rank got it
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(signum).name} after step {self.state.step}; checkpoint written to "
+            f"{str(self.ckpt_path)!r}; continue with `compmod train --config "
+            f"{self.run_dir / 'config.yaml'} --resume`",
+            signum,
+        )
+
+
+def _rng_states(aug_gen: torch.Generator) -> dict[str, Any]:
+    """Every random generator a run may draw from, in types `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "augment": aug_gen.get_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+
+
+def _set_rng_states(state: dict[str, Any], aug_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    aug_gen.set_state(state["augment"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "python" in state:
+        random.setstate(_as_tuple(state["python"]))
+    if "numpy" in state:
+        n = state["numpy"]
+        key = n["key"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", key, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
 
 
 def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:

@@ -41,6 +41,9 @@ class SSLMethod(nn.Module):
 
     backbone: nn.Module
     feat_dim: int
+    # True when some steps leave trainable parameters without a gradient (e.g. frozen prototypes): DDP
+    # must then search the graph for them every step.
+    unused_parameters: bool = False
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:  # pragma: no cover
         raise NotImplementedError
