@@ -94,8 +94,14 @@ def _labelled(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[lis
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def _reason(e: BaseException) -> str:
-    """The decoder's message on one line (the exception's type when it has none)."""
+def _reason(path: Path, e: BaseException) -> str:
+    """Why `path` cannot be read: the decoder's message on one line (the exception's type when it has
+    none), or "empty file" for a 0-byte file, of which PIL only says that it cannot identify it."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
     return " ".join(str(e).split()) or type(e).__name__
 
 
@@ -114,17 +120,15 @@ def _choose_format(
                     img_size, img_mode = img.size, img.mode
             except _DECODE_ERRORS as e:
                 if not skip:
-                    raise DataError(f"cannot read image {path}: {_reason(e)}; {_SKIP_HINT}") from None
-                bad[path] = _reason(e)
+                    raise DataError(f"cannot read image {path}: {_reason(path, e)}; {_SKIP_HINT}") from None
+                bad[path] = _reason(path, e)
                 continue
             sizes[img_size] += 1
             grey = grey and img_mode in _GREY_MODES
-        if not sizes:
-            raise DataError(
-                f"none of the {len(files)} image files of the dataset can be read "
-                f"(first: {files[0]}: {bad[files[0]]}); nothing is left after skipping them"
-            )
-    size = (image_size, image_size) if image_size is not None else sizes.most_common(1)[0][0]
+    if image_size is not None:
+        size = (image_size, image_size)
+    else:  # (1, 1) when every file was skipped: nothing is decoded and the caller reports them all
+        size = sizes.most_common(1)[0][0] if sizes else (1, 1)
     return size, channels if channels is not None else (1 if grey else 3), bad
 
 
@@ -164,8 +168,8 @@ def _decode_all(
             arr = _decode(path, size, mode)
         except _DECODE_ERRORS as e:
             if not skip:
-                raise DataError(f"cannot decode image {path}: {_reason(e)}; {_SKIP_HINT}") from None
-            bad[path] = _reason(e)
+                raise DataError(f"cannot decode image {path}: {_reason(path, e)}; {_SKIP_HINT}") from None
+            bad[path] = _reason(path, e)
             continue
         out[len(decoded)] = arr.reshape(size[1], size[0], channels)
         decoded.append(i)
@@ -250,7 +254,8 @@ def load_folder(
     size, n_channels, bad_headers = _choose_format(all_files, options.image_size, options.channels, skip)
     readable = [i for i, f in enumerate(files) if f not in bad_headers]
     images, decoded, bad_data = _decode_all([files[i] for i in readable], size, n_channels, skip)
-    bad = {f: bad_headers.get(f) or bad_data[f] for f in files if f in bad_headers or f in bad_data}
+    found = {**bad_headers, **bad_data}
+    bad = {f: found[f] for f in files if f in found}  # in file order; other splits' files left out
     if bad:
         _report_skipped(root, split, files, bad)
     keep = [readable[j] for j in decoded]
