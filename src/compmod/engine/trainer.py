@@ -1,7 +1,9 @@
 """The training loop: one code path for CPU, CUDA and torchrun data parallelism.
 
-Checkpoints are written (by rank 0, atomically) at every epoch end, every `train.checkpoint_every` steps,
-at `train.max_steps`, and when SIGTERM/SIGINT arrives (then the run stops cleanly). A checkpoint holds
+The trained weights are exported as safetensors to `<run_dir>/weights/` (backbone.safetensors,
+model.safetensors). Checkpoints are written (by rank 0, atomically) at every epoch end, every
+`train.checkpoint_every` steps, at `train.max_steps`, and when SIGTERM/SIGINT arrives (then the run
+stops cleanly). A checkpoint holds
 everything a run depends on, so a run resumed from it ends with exactly the weights of an uninterrupted
 one: model (with EMA teachers, queues and step buffers), optimiser, CompMod's head, optimiser, lambda
 warm-up step and generator, the AMP scaler, every RNG state in use, and the position in the data order
@@ -41,6 +43,7 @@ from compmod.engine.builders import (
 from compmod.engine.checkpoint import load_checkpoint, save_checkpoint
 from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distributed
 from compmod.engine.device import resolve_device, seed_everything, set_threads
+from compmod.engine.export import export_weights
 from compmod.engine.metrics import MetricsLogger, truncate_metrics
 from compmod.engine.optim import build_optimizer
 from compmod.engine.schedule import warmup_cosine
@@ -173,6 +176,9 @@ class Trainer:
             with StopSignals() as signals:
                 while self.state.epoch < cfg.epochs and not self._max_steps_reached():
                     self._epoch(logger, warmup, signals)
+            if is_main():
+                meta = {"method": method_label(self.cfg), "backbone": self.cfg.model.backbone}
+                export_weights(self.method, self.run_dir / "weights", meta)
         finally:
             if logger is not None:
                 logger.close()
