@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compmod.distributed import gather
 from compmod.errors import ConfigError
 from compmod.losses import byol_loss
 from compmod.methods.base import ProjectorParams, SSLMethod, StepOutput, register_method
@@ -44,7 +45,10 @@ class BYOL(SSLMethod):
         h1, h2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(h1), self.projector(h2)
         t1, t2 = self.target(x1), self.target(x2)  # no grad
-        loss = byol_loss(self.predictor(z1), t2) + byol_loss(self.predictor(z2), t1)
+        # gathered: under data parallelism every rank computes the global batch's loss (the same value as
+        # one process; DDP's average of the gradients is then the single-process gradient)
+        p1, p2, t1, t2 = (gather(t) for t in (self.predictor(z1), self.predictor(z2), t1, t2))
+        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         return StepOutput(loss, {"ssl": loss.detach()}, (h1, h2), (z1, z2))
 
     @torch.no_grad()
