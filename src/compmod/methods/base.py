@@ -57,6 +57,12 @@ class SSLMethod(nn.Module):
         return self.backbone(x)
 
 
+def runs_on_own_parameters(module: nn.Module) -> bool:
+    """False inside torch.func.functional_call with swapped-in tensors (CompMod's look-ahead passes): then a
+    forward must not record anything for the after-step hook."""
+    return all(isinstance(p, nn.Parameter) for p in module.parameters())
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method: its builder, its typed parameters and its augmentation preset."""

@@ -12,10 +12,12 @@ def mlp(
     num_layers: int,
     last_bn: bool = False,
     last_bn_affine: bool = True,
+    batch_norm: bool = True,
 ) -> nn.Sequential:
     """`num_layers` Linear layers with BatchNorm1d + ReLU between them; the last Linear is plain.
 
-    Linear layers followed by BN carry no bias (BN's shift replaces it). last_bn=True appends a
+    Linear layers followed by BN carry no bias (BN's shift replaces it). batch_norm=False: Linear + ReLU
+    between them, every Linear with a bias (MoCo v2's head, builder.py --mlp). last_bn=True appends a
     BatchNorm1d(out_dim, affine=last_bn_affine) after the last Linear (which then has no bias either).
     Maps (N, in_dim) -> (N, out_dim); num_layers=1 is a single Linear.
     """
@@ -27,7 +29,14 @@ def mlp(
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers - 1):
-        layers += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+        if batch_norm:
+            layers += [
+                nn.Linear(dim, hidden_dim, bias=False),
+                nn.BatchNorm1d(hidden_dim),
+                nn.ReLU(inplace=True),
+            ]
+        else:
+            layers += [nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True)]
         dim = hidden_dim
     layers.append(nn.Linear(dim, out_dim, bias=not last_bn))
     if last_bn:
