@@ -59,6 +59,33 @@ def method_loss_and_grads(names: list[str]) -> dict[str, Any]:
     return out
 
 
+def three_steps(name: str, extra: list[str]) -> dict[str, Any]:
+    """Three SGD steps of `name` (+ CompMod jvp) with the method's after-step hook (EMA teachers, queues,
+    step counters): the loss of each step and the final state (parameters and buffers)."""
+    x1, x2 = global_views()
+    rows = local_rows(BATCH)
+    method, cfg = build(name, "compmod.enabled=true", *extra)
+    reg = build_compmod(cfg, method, steps_per_epoch=10)
+    assert reg is not None
+    reg.to(dtype=torch.float64)
+    model = wrap(method, torch.device("cpu"))
+    opt = torch.optim.SGD(list(trainable(method).values()), lr=0.05, momentum=0.9)
+    losses = []
+    for i in range(3):
+        a, b = x1[rows] * (1 + 0.1 * i), x2[rows] * (1 - 0.1 * i)  # a new batch each step
+        step = model(a, b)
+        total = step.loss + reg.regularize(step.h, step.z).loss
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        reg.meta_step(method, a, b, lr=0.05)
+        opt.step()
+        method.after_optimizer_step((i + 1) / 3)
+        losses.append(total.detach())
+    state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    head = {k: v.detach().clone() for k, v in reg.head.state_dict().items()}
+    return {"losses": torch.stack(losses), "state": state, "head": head}
+
+
 def compmod_hypergrads(names: list[str], mode: str, fusion: str) -> dict[str, Any]:
     """Per method: CompMod's real-step loss (L_ssl + lambda1 L_mcr), the model gradients after backward,
     and the xi-hypergradient of `mode`, for this rank's share of the global batch."""
@@ -100,6 +127,7 @@ def batchnorm_all_orders(x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Te
     y = bn(xl)
     (gx,) = torch.autograd.grad((y * w).sum(), xl, create_graph=True)
     (ggx,) = torch.autograd.grad(gx.pow(2).sum(), xl)
+
     def fresh_buffers(a: torch.Tensor) -> torch.Tensor:  # as the meta step's stateless passes do
         return torch.func.functional_call(bn, {n: b.clone() for n, b in bn.named_buffers()}, (a,))
 
