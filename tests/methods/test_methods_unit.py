@@ -123,9 +123,9 @@ def test_paper_defaults() -> None:
     assert METHODS.get("simclr").params().temperature == 0.5
     assert METHODS.get("barlow_twins").params().lambda_offdiag == 0.0051
     assert METHODS.get("byol").params().ema_base == 0.99
-    # the paper's 3-layer head for its three methods; MoCo v2 and SwAV keep their official 2-layer heads
+    # the paper's 3-layer head for its three methods; MoCo v2, SwAV, W-MSE keep their official 2-layer heads
     assert all(METHODS.get(n).params().proj_layers == 3 for n in ("simclr", "byol", "barlow_twins"))
-    assert METHODS.get("moco_v2").params().proj_layers == METHODS.get("swav").params().proj_layers == 2
+    assert all(METHODS.get(n).params().proj_layers == 2 for n in ("moco_v2", "swav", "wmse"))
     assert {METHODS.get(n).augment_preset for n in ("simclr", "byol", "barlow_twins")} == {
         "simclr",
         "byol",

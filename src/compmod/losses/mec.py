@@ -127,3 +127,24 @@ def lambda_at(step: int, warmup_steps: int, lam: float) -> float:
     inv_start, inv_end = 8.0 / lam, 1.0 / lam
     frac = step / max(1, warmup_steps - 1)
     return 1.0 / (inv_start + (inv_end - inv_start) * frac)
+
+
+def mec_loss(
+    p1: torch.Tensor, p2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, lam: float, order: int = 4
+) -> torch.Tensor:
+    """MEC's own training loss (Liu et al. 2022, Eq. 2; official main_pretrain.py `train` and `loss_func`).
+
+    p1, p2: (m, d) online predictions of two views; t1, t2: (m, d) teacher projections, used as given (the
+    method detaches them). Symmetric, each view's prediction against the other view's teacher output:
+    -(T(t1, p2) + T(t2, p1)) / (2 * lam * m) with T = `mec_taylor`: the code's
+    `-(loss_func(p1, z2) + loss_func(p2, z1)) * 0.5 / m * lamda_inv`, where the code calls the teacher
+    outputs p and the predictions z; the `comp_loss` ("mec") scaling, averaged over both directions.
+    """
+    for name, t in (("p2", p2), ("t1", t1), ("t2", t2)):
+        if t.shape != p1.shape:
+            raise ValueError(
+                f"mec_loss expects inputs of equal shape, got p1 {tuple(p1.shape)}, {name} {tuple(t.shape)}"
+            )
+    m, d = p1.shape if p1.ndim == 2 else (0, 0)
+    total = mec_taylor(t1, p2, lam, order) + mec_taylor(t2, p1, lam, order)
+    return _scaled(total, lam, m, d, "mec") / 2

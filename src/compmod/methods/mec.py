@@ -1,0 +1,102 @@
+"""MEC (Liu et al. 2022): maximum entropy coding between an online predictor and an EMA teacher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compmod.distributed import gather
+from compmod.errors import ConfigError
+from compmod.losses.mec import mec_lambda, mec_loss
+from compmod.methods.base import SSLMethod, StepOutput, register_method
+from compmod.methods.simsiam import SimSiamParams, simsiam_heads
+from compmod.models import EMATeacher, cosine_momentum
+
+
+@dataclass
+class MECParams(SimSiamParams):
+    # Official main_pretrain.py: SimSiam's heads (--dim 2048, --pred-dim 512), --teacher-momentum 0.996
+    # (cosine to 1), --eps 64 (eps^2 in lam = d / (m eps^2)), Taylor order 4 (`loss_func`).
+    ema_base: float = 0.996
+    eps_sq: float = 64.0
+    order: int = 4
+    # `lamda_scheduler`: 1/lam goes linearly from 8/lam to 1/lam over the first 10 of 100 epochs; here
+    # as that fraction of training (0 turns the warm-up off).
+    lambda_warmup: float = 0.1
+
+
+class MEC(SSLMethod):
+    """Online f, g, q; teacher = EMA of (f, g) (official builder.py). loss = `mec_loss` of the predictions
+    q(g(f(x))) against the other view's teacher output, on the global batch, with lam = d / (m eps^2) warmed
+    up from lam / 8. The `progress` buffer (set after each step) drives the warm-up, so forward depends
+    only on parameters, buffers and inputs."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feat_dim: int,
+        projector: nn.Module,
+        predictor: nn.Module,
+        ema_base: float = 0.996,
+        eps_sq: float = 64.0,
+        order: int = 4,
+        lambda_warmup: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feat_dim = feat_dim
+        self.projector = projector
+        self.predictor = predictor
+        self.ema_base, self.eps_sq, self.order, self.lambda_warmup = ema_base, eps_sq, order, lambda_warmup
+        self.target = EMATeacher(self._online())
+        self.register_buffer("progress", torch.zeros(()))
+
+    def _online(self) -> nn.Sequential:
+        return nn.Sequential(self.backbone, self.projector)  # the teacher's structure
+
+    def lam(self, m: int, d: int) -> float:
+        """lam = d / (m eps^2) at the current progress: lam / 8 at the start, lam after the warm-up."""
+        done = 1.0 if self.lambda_warmup <= 0 else min(1.0, float(self.progress) / self.lambda_warmup)
+        return mec_lambda(m, d, self.eps_sq) / (8.0 - 7.0 * done)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        h1, h2 = self.backbone(x1), self.backbone(x2)
+        z1, z2 = self.projector(h1), self.projector(h2)
+        p1, p2 = gather(self.predictor(z1)), gather(self.predictor(z2))
+        t1, t2 = gather(self.target(x1).detach()), gather(self.target(x2).detach())
+        loss = mec_loss(p1, p2, t1, t2, self.lam(*p1.shape), self.order)
+        return StepOutput(loss, {"ssl": loss.detach()}, (h1, h2), (z1, z2))
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: float) -> None:
+        """Teacher EMA with the cosine momentum schedule (official `cosine_scheduler(0.996, 1, ...)`)."""
+        self.target.update(self._online(), cosine_momentum(self.ema_base, progress))
+        self.progress.fill_(progress)
+
+
+@register_method("mec", MECParams, "byol")
+def build_mec(backbone: nn.Module, feat_dim: int, params: MECParams) -> MEC:
+    checks = (
+        ("ema_base", 0.0 <= params.ema_base <= 1.0, "a number in [0, 1]"),
+        ("eps_sq", params.eps_sq > 0, "a number > 0"),
+        ("order", isinstance(params.order, int) and params.order >= 1, "an integer >= 1"),
+        ("lambda_warmup", 0.0 <= params.lambda_warmup <= 1.0, "a number in [0, 1]"),
+    )
+    for key, ok, accepted in checks:
+        if not ok:
+            raise ConfigError(
+                f"config key method.{key}: {getattr(params, key)!r} is not accepted; expected {accepted}"
+            )
+    head, predictor = simsiam_heads(feat_dim, params)
+    return MEC(
+        backbone,
+        feat_dim,
+        head,
+        predictor,
+        params.ema_base,
+        params.eps_sq,
+        params.order,
+        params.lambda_warmup,
+    )
