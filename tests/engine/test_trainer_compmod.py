@@ -45,7 +45,7 @@ def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> flo
 
 
 # ---- acceptance 2: exact and jvp train the same xi (and the same model) -------------------------------
-@pytest.mark.parametrize("method", ["simclr", "byol", "barlow_twins"])
+@pytest.mark.parametrize("method", METHODS.names())
 def test_exact_and_jvp_give_the_same_run_in_float64(tmp_path, method):
     runs = {}
     for mode in ("exact", "jvp"):
@@ -57,6 +57,8 @@ def test_exact_and_jvp_give_the_same_run_in_float64(tmp_path, method):
             "train.dtype=float64",
             "train.max_steps=5",
             f"compmod.meta.mode={mode}",
+            # VICReg diverges under the default SGD at lr 0.3 (its weights reach 1e5); it trains with LARS
+            *(["train.optimizer=lars"] if method == "vicreg" else []),
         )
         t = Trainer(cfg)
         start = _params(t.compmod.head)
