@@ -27,7 +27,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -
 def test_cli_list_and_show_config():
     out = run_cli("list")
     assert out.returncode == 0
-    assert "methods: barlow_twins, byol, simclr" in out.stdout
+    assert "methods: barlow_twins, byol, mec, moco_v2, simclr, simsiam, swav, vicreg, wmse" in out.stdout
     assert "fashion_mnist" in out.stdout and "resnet18" in out.stdout and "small_cnn" in out.stdout
     cfg = run_cli("show-config", "--set", "method.name=byol", "--set", "train.epochs=4")
     assert cfg.returncode == 0 and "epochs: 4" in cfg.stdout and "name: byol" in cfg.stdout
