@@ -10,8 +10,9 @@ from torch import nn
 from compmod.distributed import gather
 from compmod.errors import ConfigError
 from compmod.losses import byol_loss
-from compmod.methods.base import ProjectorParams, SSLMethod, StepOutput, register_method
-from compmod.models import EMATeacher, byol_predictor, cosine_momentum, projector
+from compmod.methods.base import ProjectorParams, StepOutput, register_method
+from compmod.methods.predictor import PredictorMethod
+from compmod.models import byol_predictor, projector
 
 
 @dataclass
@@ -23,38 +24,20 @@ class BYOLParams(ProjectorParams):
     ema_base: float = 0.99
 
 
-class BYOL(SSLMethod):
+class BYOL(PredictorMethod):
     """Online f, g, q; target = EMA of (f, g). loss = byol_loss(p1, t2) + byol_loss(p2, t1): the sum of
     both directions, as the paper's symmetrised L^BYOL = L + L~ (Sec. 3.1), so it lies in [0, 8]."""
-
-    def __init__(
-        self, backbone: nn.Module, feat_dim: int, projector: nn.Module, predictor: nn.Module, ema_base: float
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.feat_dim = feat_dim
-        self.projector = projector
-        self.predictor = predictor
-        self.ema_base = ema_base
-        self.target = EMATeacher(self._online())
-
-    def _online(self) -> nn.Sequential:
-        return nn.Sequential(self.backbone, self.projector)  # same structure as the target copy
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
         h1, h2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(h1), self.projector(h2)
+        assert self.target is not None
         t1, t2 = self.target(x1), self.target(x2)  # no grad
         # gathered: under data parallelism every rank computes the global batch's loss (the same value as
         # one process; DDP's average of the gradients is then the single-process gradient)
         p1, p2, t1, t2 = (gather(t) for t in (self.predictor(z1), self.predictor(z2), t1, t2))
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         return StepOutput(loss, {"ssl": loss.detach()}, (h1, h2), (z1, z2))
-
-    @torch.no_grad()
-    def after_optimizer_step(self, progress: float) -> None:
-        """Move the target towards the online network with BYOL's cosine momentum schedule."""
-        self.target.update(self._online(), cosine_momentum(self.ema_base, progress))
 
 
 @register_method("byol", BYOLParams, "byol")

@@ -10,9 +10,9 @@ from torch import nn
 from compmod.distributed import gather
 from compmod.errors import ConfigError
 from compmod.losses.mec import mec_lambda, mec_loss
-from compmod.methods.base import SSLMethod, StepOutput, register_method
+from compmod.methods.base import StepOutput, register_method
+from compmod.methods.predictor import PredictorMethod
 from compmod.methods.simsiam import SimSiamParams, simsiam_heads
-from compmod.models import EMATeacher, cosine_momentum
 
 
 @dataclass
@@ -27,7 +27,7 @@ class MECParams(SimSiamParams):
     lambda_warmup: float = 0.1
 
 
-class MEC(SSLMethod):
+class MEC(PredictorMethod):
     """Online f, g, q; teacher = EMA of (f, g) (official builder.py). loss = `mec_loss` of the predictions
     q(g(f(x))) against the other view's teacher output, on the global batch, with lam = d / (m eps^2) warmed
     up from lam / 8. The `progress` buffer (set after each step) drives the warm-up, so forward depends
@@ -44,17 +44,9 @@ class MEC(SSLMethod):
         order: int = 4,
         lambda_warmup: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.feat_dim = feat_dim
-        self.projector = projector
-        self.predictor = predictor
-        self.ema_base, self.eps_sq, self.order, self.lambda_warmup = ema_base, eps_sq, order, lambda_warmup
-        self.target = EMATeacher(self._online())
+        super().__init__(backbone, feat_dim, projector, predictor, ema_base)
+        self.eps_sq, self.order, self.lambda_warmup = eps_sq, order, lambda_warmup
         self.register_buffer("progress", torch.zeros(()))
-
-    def _online(self) -> nn.Sequential:
-        return nn.Sequential(self.backbone, self.projector)  # the teacher's structure
 
     def lam(self, m: int, d: int) -> float:
         """lam = d / (m eps^2) at the current progress: lam / 8 at the start, lam after the warm-up."""
@@ -65,6 +57,7 @@ class MEC(SSLMethod):
         h1, h2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(h1), self.projector(h2)
         p1, p2 = gather(self.predictor(z1)), gather(self.predictor(z2))
+        assert self.target is not None
         t1, t2 = gather(self.target(x1).detach()), gather(self.target(x2).detach())
         loss = mec_loss(p1, p2, t1, t2, self.lam(*p1.shape), self.order)
         return StepOutput(loss, {"ssl": loss.detach()}, (h1, h2), (z1, z2))
@@ -72,7 +65,7 @@ class MEC(SSLMethod):
     @torch.no_grad()
     def after_optimizer_step(self, progress: float) -> None:
         """Teacher EMA with the cosine momentum schedule (official `cosine_scheduler(0.996, 1, ...)`)."""
-        self.target.update(self._online(), cosine_momentum(self.ema_base, progress))
+        super().after_optimizer_step(progress)
         self.progress.fill_(progress)
 
 

@@ -10,7 +10,8 @@ from torch import nn
 from compmod.distributed import gather
 from compmod.errors import ConfigError
 from compmod.losses.simsiam import simsiam_loss
-from compmod.methods.base import ProjectorParams, SSLMethod, StepOutput, register_method
+from compmod.methods.base import ProjectorParams, StepOutput, register_method
+from compmod.methods.predictor import PredictorMethod
 from compmod.models import byol_predictor, mlp
 
 
@@ -41,18 +42,9 @@ def simsiam_heads(feat_dim: int, params: SimSiamParams) -> tuple[nn.Sequential, 
     return head, byol_predictor(params.proj_dim, params.pred_hidden_dim)
 
 
-class SimSiam(SSLMethod):
+class SimSiam(PredictorMethod):
     """Shared f, g, predictor q. loss = D(q(z1), sg(z2)) / 2 + D(q(z2), sg(z1)) / 2 (Eq. 2), D =
     `simsiam_loss`; in [-1, 1]. No momentum encoder: the stop-gradient is the whole trick."""
-
-    def __init__(
-        self, backbone: nn.Module, feat_dim: int, projector: nn.Module, predictor: nn.Module
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.feat_dim = feat_dim
-        self.projector = projector
-        self.predictor = predictor
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
         h1, h2 = self.backbone(x1), self.backbone(x2)
