@@ -6,7 +6,7 @@ Example::
 """
 
 # Importing the loader modules registers them in DATASETS.
-from compmod.data.datasets import cifar, fashion_mnist, folder, stl10  # noqa: F401
+from compmod.data.datasets import cifar, fashion_mnist, folder, imagenet, stl10, tiny_imagenet  # noqa: F401
 from compmod.data.datasets.base import DATASETS, SPLITS, ImageDataset, LoadOptions, dataset_search_paths
 from compmod.data.datasets.load import load_dataset
 

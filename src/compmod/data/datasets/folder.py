@@ -37,8 +37,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
-_SKIP_HINT = "set data.on_bad_image=skip to skip unreadable images"
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+SKIP_HINT = "set data.on_bad_image=skip to skip unreadable images"
 _SHOWN = 5  # file names listed in the summary of skipped images
 _log = logging.getLogger("compmod.data")
 
@@ -47,7 +47,7 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
+def images_in(folder: Path, recursive: bool) -> list[Path]:
     if not recursive:
         return sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p.name))
     found = []
@@ -57,16 +57,16 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
     return sorted(found)
 
 
-def _class_folders(folder: Path) -> dict[str, list[Path]]:
+def class_folders(folder: Path) -> dict[str, list[Path]]:
     """Class name -> sorted image paths, for every sub-folder of `folder` holding images."""
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    per_class = {d.name: _images_in(d, recursive=True) for d in subdirs}
+    per_class = {d.name: images_in(d, recursive=True) for d in subdirs}
     return {c: files for c, files in per_class.items() if files}
 
 
 def _find_root(paths: list[Path]) -> Path:
     for folder in paths:
-        if folder.is_dir() and ((folder / "train").is_dir() or _images_in(folder, recursive=True)):
+        if folder.is_dir() and ((folder / "train").is_dir() or images_in(folder, recursive=True)):
             return folder
     raise not_found("folder", paths, "no folder holds images")
 
@@ -85,7 +85,7 @@ def _holdout_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def _labelled(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], np.ndarray]:
+def labelled_files(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], np.ndarray]:
     files: list[Path] = []
     labels: list[int] = []
     for label, c in enumerate(classes):
@@ -105,6 +105,16 @@ def _reason(path: Path, e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def note_bad_image(
+    path: Path, e: BaseException, skip: bool, bad: dict[Path, str], action: str = "decode"
+) -> None:
+    """Apply the ``on_bad_image`` policy to `path`, which raised `e` on `action` ("read" for its header,
+    "decode"): under `skip` record the reason in `bad`, else raise the `DataError` naming the file."""
+    if not skip:
+        raise DataError(f"cannot {action} image {path}: {_reason(path, e)}; {SKIP_HINT}") from None
+    bad[path] = _reason(path, e)
+
+
 def _choose_format(
     files: list[Path], image_size: int | None, channels: int | None, skip: bool
 ) -> tuple[tuple[int, int], int, dict[Path, str]]:
@@ -118,10 +128,8 @@ def _choose_format(
             try:
                 with Image.open(path) as img:
                     img_size, img_mode = img.size, img.mode
-            except _DECODE_ERRORS as e:
-                if not skip:
-                    raise DataError(f"cannot read image {path}: {_reason(path, e)}; {_SKIP_HINT}") from None
-                bad[path] = _reason(path, e)
+            except DECODE_ERRORS as e:
+                note_bad_image(path, e, skip, bad, "read")
                 continue
             sizes[img_size] += 1
             grey = grey and img_mode in _GREY_MODES
@@ -132,10 +140,10 @@ def _choose_format(
     return size, channels if channels is not None else (1 if grey else 3), bad
 
 
-def _decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
+def decode_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
     """One file as uint8 (H, W) for mode "L" or (H, W, 3) for "RGB", resized to `size` = (W, H).
 
-    A corrupt, truncated or empty file raises one of `_DECODE_ERRORS`. A truncated file passes
+    A corrupt, truncated or empty file raises one of `DECODE_ERRORS`. A truncated file passes
     `Image.open` (it reads the header only) and fails in `img.load()`, because PIL's
     `ImageFile.LOAD_TRUNCATED_IMAGES` is left False: PIL would otherwise pad the image with grey.
     """
@@ -165,11 +173,9 @@ def _decode_all(
     bad: dict[Path, str] = {}
     for i, path in enumerate(files):
         try:
-            arr = _decode(path, size, mode)
-        except _DECODE_ERRORS as e:
-            if not skip:
-                raise DataError(f"cannot decode image {path}: {_reason(path, e)}; {_SKIP_HINT}") from None
-            bad[path] = _reason(path, e)
+            arr = decode_image(path, size, mode)
+        except DECODE_ERRORS as e:
+            note_bad_image(path, e, skip, bad)
             continue
         out[len(decoded)] = arr.reshape(size[1], size[0], channels)
         decoded.append(i)
@@ -177,7 +183,7 @@ def _decode_all(
     return images, decoded, bad
 
 
-def _report_skipped(root: Path, split: str, files: list[Path], bad: dict[Path, str]) -> None:
+def report_skipped(root: Path, split: str, files: list[Path], bad: dict[Path, str]) -> None:
     """Log each skipped file of the split and a summary; a `DataError` when no image is left."""
     for path, reason in bad.items():
         _log.warning("skipping unreadable image %s: %s", path, reason)
@@ -200,10 +206,10 @@ def _split_files(
     """(files of `split`, their labels, class names, every file of the dataset)."""
     train_dir = root / "train" if (root / "train").is_dir() else root
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    per_class = _class_folders(train_dir)
+    per_class = class_folders(train_dir)
     classes = list(per_class)
     if not classes:
-        flat = _images_in(train_dir, recursive=False)
+        flat = images_in(train_dir, recursive=False)
         if not flat:
             raise DatasetNotFoundError(f"folder dataset {root}: no images in {train_dir} or its sub-folders")
         if split != "pretrain":
@@ -212,13 +218,13 @@ def _split_files(
                 f"'pretrain' only; split {split!r} needs labelled class folders {train_dir}/<class>/*.png"
             )
         return flat, np.full(len(flat), -1, dtype=np.int64), [], flat
-    files, labels = _labelled(per_class, classes)
+    files, labels = labelled_files(per_class, classes)
     if test_dir is not None:
-        test_per_class = _class_folders(test_dir)
+        test_per_class = class_folders(test_dir)
         unknown = sorted(set(test_per_class) - set(classes))
         if unknown:
             raise DataError(f"class folders {unknown} in {test_dir} do not exist in {train_dir} ({classes})")
-        test_files, test_labels = _labelled(test_per_class, classes)
+        test_files, test_labels = labelled_files(test_per_class, classes)
         if split == "test" and not test_files:
             raise DatasetNotFoundError(
                 f"folder dataset {root}: {test_dir} has no class folders with images; "
@@ -257,6 +263,6 @@ def load_folder(
     found = {**bad_headers, **bad_data}
     bad = {f: found[f] for f in files if f in found}  # in file order; other splits' files left out
     if bad:
-        _report_skipped(root, split, files, bad)
+        report_skipped(root, split, files, bad)
     keep = [readable[j] for j in decoded]
     return RawSplit(images, torch.from_numpy(labels[keep]), classes, tuple(str(p) for p in bad))
