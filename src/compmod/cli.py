@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from compmod.errors import CompmodError, TrainingInterrupted
 
@@ -36,18 +37,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start over in a run_dir that has a checkpoint")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint's encoder")
-    p.add_argument("protocol", choices=["knn", "linear", "all"])
+    p.add_argument(
+        "protocol",
+        choices=["knn", "linear", "all", "semi"],
+        help="all = knn, linear and pixel_knn; semi = fine-tune on eval.semi_fractions of the labels",
+    )
     p.add_argument(
         "--checkpoint", required=True, help="path to a checkpoint (e.g. RUN_DIR/checkpoints/last.pt)"
     )
     _add_set_arg(p, "override a key of the checkpoint's config (e.g. eval.knn_k=20)")
+
+    p = sub.add_parser("sweep", help="train and evaluate every cell of a grid; a table and a heatmap")
+    _add_config_args(p)
+    p.add_argument(
+        "--grid",
+        "-g",
+        action="append",
+        required=True,
+        metavar="KEY=[V1, V2, ...]",
+        help="one axis of the grid, e.g. --grid 'compmod.lambda1=[0.1, 1, 10]' (repeatable)",
+    )
+    p.add_argument(
+        "--out", required=True, help="sweep directory: one run directory per cell, sweep.md, sweep.png"
+    )
+    p.add_argument("--metric", default="knn_top1", help="the results.json key to tabulate (default knn_top1)")
+
+    p = sub.add_parser("reproduce", help="run the grid of one of the paper's tables")
+    p.add_argument("table", choices=["lambda", "fusion", "augment", "methods"])
+    p.add_argument("--scale", choices=["smoke", "cpu"], default="cpu")
+    p.add_argument("--out", help="sweep directory (default runs/reproduce/<table>-<scale>)")
+    _add_set_arg(p, "override one config key in every cell (repeatable)")
+
+    p = sub.add_parser("report", help="curves, t-SNE and a comparison table of finished runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="directory for report.md and the PNGs")
+    p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE (needs each run's checkpoint)")
+    p.add_argument("--tsne-points", type=int, default=2000)
+    p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("list", help="list registered methods, backbones, datasets, augmentation presets")
     p.add_argument("kind", nargs="?", choices=["methods", "backbones", "datasets", "presets"])
 
     p = sub.add_parser("show-config", help="print the resolved config as YAML")
     _add_config_args(p)
+    _add_transfer_parsers(sub)
     return parser
+
+
+EXPORT_FORMATS = ("safetensors", "torchvision", "detectron2")  # = export_formats.FORMATS, without torch
+
+
+def _add_transfer_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a checkpoint's backbone as safetensors, torchvision, detectron2")
+    p.add_argument("--checkpoint", required=True, help="e.g. RUN_DIR/checkpoints/last.pt")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--format", nargs="+", choices=EXPORT_FORMATS, default=list(EXPORT_FORMATS), dest="formats"
+    )
+
+    p = sub.add_parser("transfer", help="fine-tune an exported backbone on a downstream task")
+    tasks = p.add_subparsers(dest="task", required=True)
+    d = tasks.add_parser("detect", help="COCO detection + instance segmentation with Mask R-CNN (FPN)")
+    d.add_argument("--weights", required=True, help="RESNET_torchvision.pth written by `compmod export`")
+    d.add_argument("--data", required=True, help="COCO-format root: annotations/instances_{train,val}.json")
+    d.add_argument("--out", required=True, help="folder for detect_results.json")
+    d.add_argument("--epochs", type=int, default=12, help="12 ~ the 1x schedule on COCO")
+    d.add_argument("--batch-size", type=int, default=16)
+    d.add_argument("--lr", type=float, default=None, help="default 0.02 x batch size / 16")
+    d.add_argument("--min-size", type=int, default=800, help="shorter image side after resizing")
+    d.add_argument("--max-size", type=int, default=1333, help="longer image side at most")
+    d.add_argument("--arch", choices=["r50", "r18"], default="r50", help="ResNet of the FPN backbone")
+    d.add_argument("--trainable-layers", type=int, default=3, help="ResNet stages fine-tuned (0-5)")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--workers", type=int, default=0, help="data-loading processes (0: the main one)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -98,9 +161,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     method.load_state_dict(state["model"])
     device = resolve_device(cfg.train.device)
     method.to(device)
-    which = {"knn": ["knn"], "linear": ["linear"], "all": ["knn", "linear", "pixel_knn"]}[args.protocol]
+    which = {"knn": ["knn"], "linear": ["linear"], "all": ["knn", "linear", "pixel_knn"], "semi": ["semi"]}
     mean, std = tuple(state["data"]["mean"]), tuple(state["data"]["std"])
-    print(json.dumps(evaluate(method.encode, cfg, device, mean, std, which), indent=2))
+    ckpt = Path(args.checkpoint).resolve()  # subset files go to <run dir>/semi_indices, beside checkpoints/
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    results = evaluate(
+        method.encode,
+        cfg,
+        device,
+        mean,
+        std,
+        which[args.protocol],
+        method=method,
+        index_dir=run_dir / "semi_indices",
+    )
+    print(json.dumps(results, indent=2))
     return 0
 
 
@@ -129,6 +204,36 @@ def cmd_show_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from compmod.transfer.export_formats import export
+
+    paths = export(args.checkpoint, args.out, args.formats)
+    print(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from compmod.transfer.detect import transfer_detect
+
+    results = transfer_detect(
+        args.weights,
+        args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        arch=args.arch,
+        trainable_layers=args.trainable_layers,
+        device=args.device,
+        seed=args.seed,
+        workers=args.workers,
+        out_dir=args.out,
+    )
+    print(json.dumps(results, indent=2))
+    return 0
+
+
 def _print_results(results: dict, run_dir: str) -> None:
     print(f"run directory: {run_dir}")
     if "knn_top1" in results:
@@ -145,7 +250,46 @@ def _print_results(results: dict, run_dir: str) -> None:
     )
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "list": cmd_list, "show-config": cmd_show_config}
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from compmod.sweep import Grid, run_sweep
+
+    result = run_sweep(args.config, args.overrides, Grid.from_items(args.grid), args.out, metric=args.metric)
+    print(f"sweep table: {result.table}" + (f"   figure: {result.figure}" if result.figure else ""))
+    print(f"{len(result.ran)} of {len(result.results)} cells run in {result.seconds:.0f}s")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from compmod.reproduce import TABLES, reproduce
+
+    result = reproduce(args.table, args.scale, args.out, args.overrides)
+    print(TABLES[args.table].title)
+    print(f"sweep table: {result.table}" + (f"   figure: {result.figure}" if result.figure else ""))
+    print(f"{len(result.ran)} of {len(result.results)} cells run in {result.seconds:.0f}s")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from compmod.report import write_report
+
+    paths = write_report(
+        args.run_dirs, args.out, tsne=not args.no_tsne, tsne_points=args.tsne_points, device=args.device
+    )
+    print(f"report: {paths['report']}  ({len(paths) - 1} figures)")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "sweep": cmd_sweep,
+    "reproduce": cmd_reproduce,
+    "report": cmd_report,
+    "export": cmd_export,
+    "transfer": cmd_transfer,
+    "list": cmd_list,
+    "show-config": cmd_show_config,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,6 +103,18 @@ class EvalConfig:
     pixel_knn: bool = True
     batch_size: int = 512  # feature extraction
     train_subset: int | None = None  # labelled train images used as kNN bank / probe data; None: all
+    test_subset: int | None = None  # the first N test images only (quick evaluations); None: all
+    # Online monitor (engine/monitor.py): kNN top-1 on a held-out fifth of the first monitor_images labelled
+    # train images, and effective rank / coding rate of h and z, every N epochs and at the end (None: off).
+    monitor_every: int | None = None
+    monitor_images: int = 5000
+    # Semi-supervised fine-tuning (eval/semi_supervised.py; SimCLR App. B.5, the paper's Table 3):
+    semi: bool = False  # also run it in `compmod train`'s evaluation (`compmod eval semi` runs it on demand)
+    semi_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])  # class-balanced label fractions
+    semi_epochs: int = 30  # SimCLR: 30 epochs for 10 % (60 for 1 %)
+    semi_lr: float = 0.05  # backbone: SimCLR's 0.05 x batch / 256 at batch 256 (Nesterov SGD, no decay)
+    semi_head_lr: float = 0.05  # new linear head: SimCLR's one rate (Barlow Twins: backbone 0.002, head 0.5)
+    semi_batch_size: int = 256
 
 
 @dataclass

@@ -11,7 +11,8 @@ from compmod.regularizers import CompMod
 
 
 def build_dataset(cfg: Config, split: str) -> ImageDataset:
-    """Load `split` ("pretrain", "train" or "test"); `data.subset` keeps the first N pretraining images."""
+    """Load `split` ("pretrain", "train" or "test"); `data.subset`, `eval.train_subset` and
+    `eval.test_subset` keep the first N images of each."""
     d = cfg.data
     ds = load_dataset(
         d.name,
@@ -23,7 +24,7 @@ def build_dataset(cfg: Config, split: str) -> ImageDataset:
         seed=cfg.train.seed,
         on_bad_image=d.on_bad_image,
     )
-    n = d.subset if split == "pretrain" else (cfg.eval.train_subset if split == "train" else None)
+    n = {"pretrain": d.subset, "train": cfg.eval.train_subset, "test": cfg.eval.test_subset}[split]
     if n is not None and n < len(ds):
         ds.images, ds.labels = ds.images[:n].contiguous(), ds.labels[:n].contiguous()
     return ds

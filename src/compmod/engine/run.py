@@ -30,6 +30,8 @@ def train_and_evaluate(cfg: Config, resume: bool = False, overwrite: bool = Fals
     if cfg.eval.enabled:
         which = [w for w in EVALS if w != "linear" or cfg.eval.linear]
         which = [w for w in which if w != "pixel_knn" or cfg.eval.pixel_knn]
+        if cfg.eval.semi:
+            which.append("semi")
         t1 = time.perf_counter()
         results.update(
             evaluate(
@@ -40,6 +42,7 @@ def train_and_evaluate(cfg: Config, resume: bool = False, overwrite: bool = Fals
                 trainer.data.std,
                 which,
                 trainer.dtype,
+                method=trainer.method,
             )
         )
         results["eval_time_s"] = round(time.perf_counter() - t1, 2)

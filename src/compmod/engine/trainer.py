@@ -45,6 +45,7 @@ from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distri
 from compmod.engine.device import resolve_device, seed_everything, set_threads
 from compmod.engine.export import export_weights
 from compmod.engine.metrics import MetricsLogger, truncate_metrics
+from compmod.engine.monitor import OnlineMonitor
 from compmod.engine.optim import build_optimizer
 from compmod.engine.schedule import warmup_cosine
 from compmod.engine.signals import StopSignals
@@ -122,6 +123,8 @@ class Trainer:
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.state = RunState()
+        # online kNN + representation diagnostics every eval.monitor_every epochs (rank 0 logs them)
+        self.monitor = OnlineMonitor(cfg, self.device) if cfg.eval.monitor_every and is_main() else None
         if resume:
             self._restore(load_checkpoint(self.ckpt_path))
 
@@ -256,6 +259,11 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         summary = {f"epoch_{k}": v / n for k, v in sums.items()}
         summary.update(epoch=epoch + 1, images_per_s=seen / max(elapsed, 1e-9), epoch_time_s=elapsed)
+        if self._monitor_due(epoch):
+            assert self.monitor is not None
+            summary.update(
+                {f"epoch_{k}": v for k, v in self.monitor.measure(self.method, self.dtype).items()}
+            )
         if logger is not None:
             logger.log(summary, self.state.step)
         if cfg.progress and is_main():
@@ -267,6 +275,12 @@ class Trainer:
         if self.state.batch == self.steps_per_epoch:
             self.state.epoch, self.state.batch = epoch + 1, 0
         self.save()
+
+    def _monitor_due(self, epoch: int) -> bool:
+        """At the end of every eval.monitor_every-th epoch, and of the last one."""
+        if self.monitor is None or self.state.batch != self.steps_per_epoch:
+            return False
+        return (epoch + 1) % (self.cfg.eval.monitor_every or 1) == 0 or epoch + 1 == self.cfg.train.epochs
 
     def _stop(self, signum: int | None) -> None:
         """Checkpoint, then leave the loop with TrainingInterrupted (a signal arrived)."""

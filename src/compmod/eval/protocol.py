@@ -1,8 +1,11 @@
-"""The evaluation protocol of a pretrained encoder: kNN, linear probe, and raw-pixel kNN as a floor."""
+"""The evaluation protocol of a pretrained encoder: kNN, linear probe, and raw-pixel kNN as a floor; on
+request, semi-supervised fine-tuning on a fraction of the labels."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,8 +14,13 @@ from compmod.data.augment import eval_transform
 from compmod.eval.features import extract_features
 from compmod.eval.knn import knn_accuracy, pixel_features
 from compmod.eval.linear import linear_probe
+from compmod.eval.semi_supervised import evaluate_semi
 
-EVALS = ("knn", "linear", "pixel_knn")
+if TYPE_CHECKING:
+    from compmod.methods import SSLMethod
+
+EVALS = ("knn", "linear", "pixel_knn")  # the default set
+ON_REQUEST = ("semi",)  # run only when named: fine-tunes a copy of the backbone per label fraction
 
 
 def evaluate(
@@ -23,13 +31,24 @@ def evaluate(
     std: tuple[float, ...],
     which: Collection[str] = EVALS,
     dtype: torch.dtype = torch.float32,
+    method: SSLMethod | None = None,
+    index_dir: str | Path | None = None,
 ) -> dict[str, float]:
     """Features of the labelled train split (kNN bank / probe training) and the full test split.
 
     Returns percentages: knn_top1 (k = eval.knn_k, majority vote, cosine), knn_weighted_top1
-    (k = eval.knn_weighted_k, temperature-weighted), linear_top1/linear_top5, pixel_knn_top1.
+    (k = eval.knn_weighted_k, temperature-weighted), linear_top1/linear_top5, pixel_knn_top1, and for
+    "semi" semi_<pct>pct_top1/top5 per eval.semi_fractions (`evaluate_semi`: it fine-tunes a copy of
+    `method.backbone`, so `method` is required; its subset files go to `index_dir`, by default
+    `<train.run_dir>/semi_indices`).
     """
     from compmod.engine.builders import build_dataset
+
+    unknown = sorted(set(which) - {*EVALS, *ON_REQUEST})
+    if unknown:
+        raise ValueError(f"evaluate: unknown protocol(s) {unknown}; choose from {EVALS + ON_REQUEST}")
+    if "semi" in which and method is None:
+        raise ValueError("evaluate: 'semi' fine-tunes the method's backbone; pass method=")
 
     train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
     num_classes = len(train.classes)
@@ -73,5 +92,8 @@ def evaluate(
         out["pixel_knn_top1"] = knn_accuracy(
             pixel_features(train.images), train.labels, pixel_features(test.images), test.labels, k=e.knn_k
         )
+    if "semi" in which:
+        assert method is not None
+        out.update(evaluate_semi(method, cfg, device, mean, std, index_dir=index_dir, train=train, test=test))
     out["eval_train_size"], out["eval_test_size"] = len(train), len(test)
     return out

@@ -40,6 +40,7 @@ class SSLMethod(nn.Module):
     """Thin base: a backbone f_theta, `forward(x1, x2) -> StepOutput`, and an after-step hook."""
 
     backbone: nn.Module
+    projector: nn.Module
     feat_dim: int
     # True when some steps leave trainable parameters without a gradient (e.g. frozen prototypes): DDP
     # must then search the graph for them every step.
@@ -55,6 +56,11 @@ class SSLMethod(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features (N, d') used for evaluation."""
         return self.backbone(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """[h | z] (N, d' + d): backbone features and their projection, for representation diagnostics."""
+        h = self.backbone(x)
+        return torch.cat([h, self.projector(h)], dim=1)
 
 
 def runs_on_own_parameters(module: nn.Module) -> bool:
