@@ -40,11 +40,26 @@ def test_parse_axis_and_cells():
         "fusion=mixup_h,mode=jvp",
         "fusion=mixup_h,mode=off",
     ]
-    assert Grid.overrides({"augment.ops": ["crop", "flip"], "compmod.lambda1": 0.5}) == [
+    assert Grid().overrides({"augment.ops": ["crop", "flip"], "compmod.lambda1": 0.5}) == [
         "augment.ops=[crop, flip]",
         "compmod.lambda1=0.5",
     ]
     assert value_label(["crop", "flip"]) == "crop+flip" and value_label(None) == "null"
+
+
+def test_variants_axis():
+    grid = Grid.from_variants(
+        {"a": ("compmod.fusion=mixup_h",), "b": ("compmod.meta.mode=off",)}, "x.y=[1, 2]"
+    )
+    assert [grid.cell_name(c) for c in grid.cells()] == [
+        "variant=a,y=1",
+        "variant=a,y=2",
+        "variant=b,y=1",
+        "variant=b,y=2",
+    ]
+    assert grid.overrides({"variant": "b", "x.y": 2}) == ["compmod.meta.mode=off", "x.y=2"]
+    with pytest.raises(ConfigError, match="sweep variant name 'a b'"):
+        Grid.from_variants({"a b": ()})
 
 
 @pytest.mark.parametrize(

@@ -43,11 +43,27 @@ def value_label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+_-]", "_", text)
 
 
+VARIANT = "variant"  # the axis of a list of named variants
+
+
 @dataclass
 class Grid:
-    """Axes in order; cells are the cartesian product, the last axis varying fastest."""
+    """Axes in order; cells are the cartesian product, the last axis varying fastest.
+
+    An axis named `variant` lists named sets of overrides (`variants`): tables whose rows are not a
+    product of values, such as the paper's Table 7 (mixup alphas, two concatenations, no bi-level)."""
 
     axes: list[tuple[str, list[Any]]] = field(default_factory=list)
+    variants: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def from_variants(cls, variants: dict[str, tuple[str, ...]], *items: str) -> Grid:
+        """A `variant` axis over the names of `variants`, then the axes of `items`."""
+        grid = cls.from_items(list(items)) if items else cls()
+        for name in variants:
+            if value_label(name) != name:
+                raise ConfigError(f"sweep variant name {name!r}: use letters, digits and . + _ - only")
+        return cls([(VARIANT, list(variants)), *grid.axes], dict(variants))
 
     @classmethod
     def from_items(cls, items: list[str]) -> Grid:
@@ -73,10 +89,11 @@ class Grid:
         """e.g. "lambda1=0.1,lambda2=10": the last part of each key and its value label."""
         return ",".join(f"{k.rsplit('.', 1)[-1]}={value_label(v)}" for k, v in cell.items())
 
-    @staticmethod
-    def overrides(cell: dict[str, Any]) -> list[str]:
-        """The cell as `--set` items (values dumped as inline YAML)."""
-        return [
+    def overrides(self, cell: dict[str, Any]) -> list[str]:
+        """The cell as `--set` items (values dumped as inline YAML; a variant as its own items)."""
+        named = list(self.variants[cell[VARIANT]]) if VARIANT in cell else []
+        return named + [
             f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in cell.items()
+            if k != VARIANT
         ]
