@@ -108,7 +108,7 @@ def test_config_file_errors(tmp_path):
         load_config(lst)
 
 
-@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(Path("configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_config_every_preset_file_loads_and_round_trips(path):
     cfg = load_config(path)
     assert config_from_dict(config_to_dict(cfg)) == cfg

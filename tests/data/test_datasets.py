@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.dataset_writers import cifar_batch, dump_pickle, write_stl
 
 from compmod.data.datasets import DATASETS, ImageDataset, dataset_search_paths, load_dataset
 from compmod.data.datasets.convert import convert_channels, resize_images
@@ -155,28 +156,16 @@ def test_fashion_mnist_found_through_compmod_data_dir(
 
 
 # ----------------------------------------------------------------------------- CIFAR
-def _cifar_batch(rng: np.random.Generator, n: int, label_key: bytes, num_classes: int) -> dict:
-    return {
-        b"batch_label": b"batch",
-        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        label_key: [int(x) for x in rng.integers(0, num_classes, n)],
-        b"filenames": [b"x.png"] * n,
-    }
-
-
-def _dump(obj: object, path: Path, protocol: int = 2) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=protocol)
-
-
 @pytest.fixture()
 def cifar10_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(1, 6):
-        _dump(_cifar_batch(rng, 3, b"labels", 10), folder / f"data_batch_{i}", protocol=2 if i % 2 else 5)
-    _dump(_cifar_batch(rng, 4, b"labels", 10), folder / "test_batch")
+        dump_pickle(
+            cifar_batch(rng, 3, b"labels", 10), folder / f"data_batch_{i}", protocol=2 if i % 2 else 5
+        )
+    dump_pickle(cifar_batch(rng, 4, b"labels", 10), folder / "test_batch")
     names = [
         b"airplane",
         b"automobile",
@@ -189,7 +178,7 @@ def cifar10_dir(tmp_path: Path) -> Path:
         b"ship",
         b"truck",
     ]
-    _dump({b"label_names": names, b"num_cases_per_batch": 3}, folder / "batches.meta")
+    dump_pickle({b"label_names": names, b"num_cases_per_batch": 3}, folder / "batches.meta")
     return folder
 
 
@@ -211,11 +200,11 @@ def test_cifar100_fine_labels(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
-    train = _cifar_batch(rng, 6, b"fine_labels", 100)
+    train = cifar_batch(rng, 6, b"fine_labels", 100)
     train[b"coarse_labels"] = [0] * 6
-    _dump(train, folder / "train")
-    _dump(_cifar_batch(rng, 2, b"fine_labels", 100), folder / "test")
-    _dump(
+    dump_pickle(train, folder / "train")
+    dump_pickle(cifar_batch(rng, 2, b"fine_labels", 100), folder / "test")
+    dump_pickle(
         {b"fine_label_names": [f"c{i}".encode() for i in range(100)], b"coarse_label_names": []},
         folder / "meta",
     )
@@ -235,7 +224,7 @@ class _Evil:
 
 def test_cifar_malicious_pickle_is_refused_without_running(cifar10_dir: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    _dump({b"data": _Evil(f"touch {marker}"), b"labels": []}, cifar10_dir / "data_batch_1")
+    dump_pickle({b"data": _Evil(f"touch {marker}"), b"labels": []}, cifar10_dir / "data_batch_1")
     with pytest.raises(DataError) as err:
         load_dataset("cifar10", "train", root=str(cifar10_dir))
     msg = _one_line(err)
@@ -264,20 +253,13 @@ def test_cifar_not_found_message_has_download_hint(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- STL-10
-def _write_stl(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray | None) -> None:
-    # Binary format: per image, per channel, column-major -> raw[n, c, w, h] = image[n, c, h, w].
-    (folder / f"{prefix}_X.bin").write_bytes(np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tobytes())
-    if labels is not None:
-        (folder / f"{prefix}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
-
-
 @pytest.fixture()
 def stl_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "stl10_binary"
     folder.mkdir()
     rng = np.random.default_rng(2)
-    _write_stl(folder, "train", rng.integers(0, 256, (4, 3, 96, 96), dtype=np.uint8), np.array([0, 9, 3, 3]))
-    _write_stl(folder, "test", rng.integers(0, 256, (3, 3, 96, 96), dtype=np.uint8), np.array([1, 2, 5]))
+    write_stl(folder, "train", rng.integers(0, 256, (4, 3, 96, 96), dtype=np.uint8), np.array([0, 9, 3, 3]))
+    write_stl(folder, "test", rng.integers(0, 256, (3, 3, 96, 96), dtype=np.uint8), np.array([1, 2, 5]))
     classes = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
     (folder / "class_names.txt").write_text("\n".join(classes) + "\n")
     return folder
@@ -300,7 +282,7 @@ def test_stl10_pretrain_appends_unlabeled_with_minus_one(stl_dir: Path) -> None:
         only_train = load_dataset("stl10", "pretrain", root=str(stl_dir))
     assert len(only_train) == 4
     extra = np.random.default_rng(3).integers(0, 256, (5, 3, 96, 96), dtype=np.uint8)
-    _write_stl(stl_dir, "unlabeled", extra, None)
+    write_stl(stl_dir, "unlabeled", extra, None)
     ds = load_dataset("stl10", "pretrain", root=str(stl_dir), image_size=32)
     assert ds.images.shape == (9, 3, 32, 32)
     assert ds.labels.tolist() == [0, 9, 3, 3, -1, -1, -1, -1, -1]

@@ -11,6 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.dataset_writers import (
+    COLOURS,
+    write_imagenet,
+    write_jpeg,
+    write_tiny_imagenet,
+)
 
 from compmod.data.datasets import jpeg, load_dataset
 from compmod.data.datasets.folder import _decode_all
@@ -18,7 +24,6 @@ from compmod.data.datasets.imagenet import IMAGENET100_FILE, imagenet100_classes
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
 
 HINT = "set data.on_bad_image=skip to skip unreadable images"
-COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]  # class i has colour i
 IN100 = sorted(imagenet100_classes())
 LISTED, UNLISTED = [IN100[3], IN100[40]], "n00000001"  # imagenet100 keeps only listed wnids
 
@@ -28,12 +33,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Decoded splits go to tmp_path/cache, never to ~/.cache."""
     monkeypatch.setenv("COMPMOD_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def _jpeg(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (24, 20)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path, "JPEG", quality=95)
-    return path
 
 
 def _colours(ds) -> list[int]:
@@ -49,27 +48,13 @@ def _one_line(err: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 # ----------------------------------------------------------------------------- Tiny ImageNet
-TINY_WNIDS = ["n03", "n01", "n02"]  # wnids.txt order, not sorted: labels follow it
-VAL = [("val_0.JPEG", "n02"), ("val_1.JPEG", "n03"), ("val_2.JPEG", "n01"), ("val_3.JPEG", "n02")]
 
 
 @pytest.fixture()
 def tiny(tmp_path: Path) -> Path:
     """tiny-imagenet-200 with 3 classes x 3 train images, 4 val images, a test image and a words.txt
     naming two of the classes."""
-    folder = tmp_path / "tiny-imagenet-200"
-    folder.mkdir()
-    (folder / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
-    (folder / "words.txt").write_text("n00\tentity\nn01\tgoldfish, Carassius auratus\nn03\tEgyptian cat\n")
-    for label, wnid in enumerate(TINY_WNIDS):
-        for i in range(3):
-            _jpeg(folder / f"train/{wnid}/images/{wnid}_{i}.JPEG", COLOURS[label])
-        (folder / f"train/{wnid}/{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t0\t0\t10\t10\n")
-    for name, wnid in VAL:
-        _jpeg(folder / "val/images" / name, COLOURS[TINY_WNIDS.index(wnid)])
-    (folder / "val/val_annotations.txt").write_text("".join(f"{n}\t{w}\t0\t0\t63\t63\n" for n, w in VAL))
-    _jpeg(folder / "test/images/test_0.JPEG", COLOURS[3])
-    return folder
+    return write_tiny_imagenet(tmp_path)
 
 
 def test_tiny_imagenet_classes_labels_and_splits(tiny: Path) -> None:
@@ -113,18 +98,9 @@ def test_tiny_imagenet_not_found_lists_paths_and_hint(
 
 
 # ----------------------------------------------------------------------------- ImageNet, ImageNet-100
-def _imagenet(root: Path, classes: list[str], n_train: int = 3, n_val: int = 1) -> Path:
-    for label, wnid in enumerate(classes):
-        for i in range(n_train):
-            _jpeg(root / f"train/{wnid}/{wnid}_{i}.JPEG", COLOURS[label])
-        for i in range(n_val):
-            _jpeg(root / f"val/{wnid}/ILSVRC2012_val_{label}{i}.JPEG", COLOURS[label])
-    return root
-
-
 @pytest.fixture()
 def imagenet(tmp_path: Path) -> Path:
-    return _imagenet(tmp_path / "imagenet", ["n01440764", "n01443537", "n01484850"])
+    return write_imagenet(tmp_path / "imagenet", ["n01440764", "n01443537", "n01484850"])
 
 
 @pytest.mark.parametrize("name", ["imagenet", "imagenet100"])
@@ -171,7 +147,7 @@ def test_imagenet100_list_is_cmc(tmp_path: Path) -> None:
 
 
 def test_imagenet100_keeps_only_listed_classes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    root = _imagenet(tmp_path / "imagenet", [LISTED[0], UNLISTED, LISTED[1]], n_val=2)
+    root = write_imagenet(tmp_path / "imagenet", [LISTED[0], UNLISTED, LISTED[1]], n_val=2)
     with caplog.at_level(logging.WARNING, logger="compmod.data"):
         train = load_dataset("imagenet100", "train", root=str(root), image_size=8)
     assert train.classes == IN100 and len(train.classes) == 100  # labels index the sorted 100 wnids
@@ -254,7 +230,7 @@ def test_cache_is_reused_and_invalidated_by_the_file_list(
         for other in ({"image_size": 16}, {"channels": 1}):  # another size or channel count: another file
             with pytest.raises(AssertionError, match="decoded again"):
                 load_dataset("imagenet", "train", root=str(imagenet), **{"image_size": 8, **other})
-        new = _jpeg(imagenet / "train/n01440764/new.JPEG", COLOURS[0])  # another file list
+        new = write_jpeg(imagenet / "train/n01440764/new.JPEG", COLOURS[0])  # another file list
         with pytest.raises(AssertionError, match="decoded again"):
             load_dataset("imagenet", "train", root=str(imagenet), image_size=8)
         new.unlink()  # the same list again: the same cache
