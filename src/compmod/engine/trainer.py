@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -47,6 +45,7 @@ from compmod.engine.export import export_weights
 from compmod.engine.metrics import MetricsLogger, truncate_metrics
 from compmod.engine.monitor import OnlineMonitor
 from compmod.engine.optim import build_optimizer
+from compmod.engine.rng_state import rng_states, set_rng_states
 from compmod.engine.schedule import warmup_cosine
 from compmod.engine.signals import StopSignals
 from compmod.engine.step import TrainStep
@@ -137,7 +136,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "batch": self.state.batch,
             "step": self.state.step,
-            "rng": _rng_states(self.aug_gen),
+            "rng": rng_states(self.aug_gen),
             "compmod": self.compmod.state_dict() if self.compmod is not None else None,
             "step_fn": self.step_fn.state_dict(),
             "config": config_to_dict(self.cfg),
@@ -163,7 +162,7 @@ class Trainer:
             )
         self.step_fn.load_state_dict(state.get("step_fn", {}))
         self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
-        _set_rng_states(state["rng"], self.aug_gen)
+        set_rng_states(state["rng"], self.aug_gen)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self) -> RunState:
@@ -292,40 +291,6 @@ class Trainer:
             f"{self.run_dir / 'config.yaml'} --resume`",
             signum,
         )
-
-
-def _rng_states(aug_gen: torch.Generator) -> dict[str, Any]:
-    """Every random generator a run may draw from, in types `torch.load(weights_only=True)` accepts."""
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "augment": aug_gen.get_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "python": random.getstate(),
-        "numpy": {
-            "key": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-    }
-
-
-def _set_rng_states(state: dict[str, Any], aug_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    aug_gen.set_state(state["augment"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "python" in state:
-        random.setstate(_as_tuple(state["python"]))
-    if "numpy" in state:
-        n = state["numpy"]
-        key = n["key"].numpy().astype(np.uint32)
-        np.random.set_state(("MT19937", key, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-
-
-def _as_tuple(x: Any) -> Any:
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
 
 
 def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
