@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="run the grid of one of the paper's tables")
     p.add_argument("table", choices=["lambda", "fusion", "augment", "methods"])
-    p.add_argument("--scale", choices=["smoke", "cpu"], default="cpu")
-    p.add_argument("--out", help="sweep directory (default runs/reproduce/<table>-<scale>)")
+    p.add_argument("--scale", choices=["smoke", "cpu", "paper"], default="cpu")
+    p.add_argument("--dataset", help="--scale paper: the presets' dataset (default cifar10, the paper's)")
+    p.add_argument("--out", help="sweep directory (default runs/reproduce/<table>-<scale>[-<dataset>])")
     _add_set_arg(p, "override one config key in every cell (repeatable)")
 
     p = sub.add_parser("report", help="curves, t-SNE and a comparison table of finished runs")
@@ -262,7 +263,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from compmod.reproduce import TABLES, reproduce
 
-    result = reproduce(args.table, args.scale, args.out, args.overrides)
+    result = reproduce(args.table, args.scale, args.out, args.overrides, dataset=args.dataset)
     print(TABLES[args.table].title)
     print(f"sweep table: {result.table}" + (f"   figure: {result.figure}" if result.figure else ""))
     print(f"{len(result.ran)} of {len(result.results)} cells run in {result.seconds:.0f}s")

@@ -16,6 +16,8 @@ from compmod.errors import ConfigError
 from compmod.sweep.grid import Grid, value_label
 
 Runner = Callable[[Config, bool], dict[str, Any]]  # (config, resume) -> results
+# A base config, or a function of a cell's overrides giving its base config (reproduce --scale paper)
+Base = str | Path | None | Callable[[list[str]], str | Path]
 
 
 @dataclass
@@ -35,7 +37,7 @@ def _default_runner(cfg: Config, resume: bool) -> dict[str, Any]:
 
 
 def run_sweep(
-    base: str | Path | None,
+    base: Base,
     overrides: list[str],
     grid: Grid,
     out_dir: str | Path,
@@ -43,8 +45,9 @@ def run_sweep(
     runner: Runner = _default_runner,
     log: Callable[[str], None] = print,
 ) -> SweepResult:
-    """Each cell = `base` config <- `overrides` <- the cell's values, in `<out_dir>/<cell name>`. A cell
-    whose `results.json` exists is skipped; one with a checkpoint but no results is resumed. Writes
+    """Each cell = `base` config (or `base(cell overrides)`) <- `overrides` <- the cell's values, in
+    `<out_dir>/<cell name>`. A cell whose `results.json` exists is skipped; one with a checkpoint but no
+    results is resumed. Writes
     `<out_dir>/sweep.md` (a table of `metric`, and of every cell's results) and, for 1 or 2 axes,
     `<out_dir>/sweep.png` (bar chart or heatmap)."""
     out = Path(out_dir)
@@ -54,7 +57,9 @@ def run_sweep(
     configs = {}
     for cell in cells:  # validate every cell before running any
         name = grid.cell_name(cell)
-        configs[name] = load_config(base, [*overrides, *grid.overrides(cell), f"train.run_dir={out / name}"])
+        items = [*overrides, *grid.overrides(cell)]
+        cell_base = base(items) if callable(base) else base
+        configs[name] = load_config(cell_base, [*items, f"train.run_dir={out / name}"])
     results: dict[str, dict[str, Any]] = {}
     ran = []
     for i, (name, cfg) in enumerate(configs.items()):
