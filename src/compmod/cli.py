@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from compmod.errors import CompmodError, TrainingInterrupted
 
@@ -39,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint's encoder")
     p.add_argument(
         "protocol",
-        choices=["knn", "linear", "all", "semi"],
-        help="all = knn, linear and pixel_knn; semi = fine-tune on eval.semi_fractions of the labels",
+        choices=["knn", "linear", "all", "semi", "diagnostics"],
+        help="all = knn, linear, pixel_knn (and semi if eval.semi is true); "
+        "semi = fine-tune on eval.semi_fractions of the labels; "
+        "diagnostics = effective rank and coding rate of h and z on the test images",
     )
     p.add_argument(
         "--checkpoint", required=True, help="path to a checkpoint (e.g. RUN_DIR/checkpoints/last.pt)"
@@ -146,37 +147,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from compmod.config.load import apply_override, config_from_dict
-    from compmod.engine.builders import build_method
-    from compmod.engine.checkpoint import load_checkpoint
-    from compmod.engine.device import resolve_device
-    from compmod.eval.protocol import evaluate
+    from compmod.eval.from_checkpoint import evaluate_checkpoint
 
-    state = load_checkpoint(args.checkpoint)
-    raw = state["config"]
-    for item in args.overrides:
-        apply_override(raw, item)
-    cfg = config_from_dict(raw)
-    c, h, _ = state["data"]["shape"]
-    method = build_method(cfg, c, h)
-    method.load_state_dict(state["model"])
-    device = resolve_device(cfg.train.device)
-    method.to(device)
-    which = {"knn": ["knn"], "linear": ["linear"], "all": ["knn", "linear", "pixel_knn"], "semi": ["semi"]}
-    mean, std = tuple(state["data"]["mean"]), tuple(state["data"]["std"])
-    ckpt = Path(args.checkpoint).resolve()  # subset files go to <run dir>/semi_indices, beside checkpoints/
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    results = evaluate(
-        method.encode,
-        cfg,
-        device,
-        mean,
-        std,
-        which[args.protocol],
-        method=method,
-        index_dir=run_dir / "semi_indices",
-    )
-    print(json.dumps(results, indent=2))
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.protocol, args.overrides), indent=2))
     return 0
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from tests.helpers import requires_fmnist, run_cli
 
+from compmod.config import load_config
+from compmod.config.load import config_from_dict
+from compmod.data.augment import eval_transform
+from compmod.engine.builders import build_dataset, build_method
+from compmod.engine.checkpoint import load_checkpoint
+from compmod.engine.trainer import Trainer
 from compmod.eval.diagnostics import coding_rate, effective_rank, representation_stats
 
 
@@ -25,12 +33,15 @@ def _random(n: int, d: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
 
 
-def _erank_numpy(x: np.ndarray, centre: bool, eps: float = 0.0) -> float:
-    """Roy & Vetterli / RankMe written out in NumPy, independently of the implementation."""
+def _erank_numpy(x: np.ndarray, centre: bool, eps: float = 0.0, noise: float = 0.0) -> float:
+    """Roy & Vetterli / RankMe written out in NumPy, independently of the implementation; singular values
+    at most max(N, D) * noise * ||x||_F (x before centring) count as 0 (`noise`: the input's machine eps)."""
     x = np.asarray(x, dtype=np.float64)
+    tol = max(x.shape) * noise * np.linalg.norm(x)
     if centre:
         x = x - x.mean(axis=0)
     s = np.linalg.svd(x, compute_uv=False)
+    s = np.where(s > tol, s, 0.0)
     p = s / s.sum() + eps
     p = p[p > 0]
     return float(np.exp(-(p * np.log(p)).sum()))
@@ -173,3 +184,46 @@ def test_representation_stats_names_and_values():
     }
     with pytest.raises(ValueError, match="same rows"):
         representation_stats(h, z[:10])
+
+
+# ---- `compmod eval diagnostics` on a trained checkpoint ----------------------------------------------
+@requires_fmnist
+@pytest.mark.slow
+def test_cli_eval_diagnostics_measures_h_and_z_of_the_test_images(tmp_path):
+    """The CLI's figures equal the NumPy formulas above applied to [h | z] of the checkpoint's method on the
+    first eval.test_subset test images (rebuilt here from the checkpoint, outside the CLI)."""
+    run = tmp_path / "run"
+    small = ["method.proj_hidden_dim=64", "method.proj_dim=32", "train.progress=false"]
+    cfg = load_config(
+        None,
+        [
+            *small,
+            "data.subset=128",
+            "train.batch_size=64",
+            "train.max_steps=2",
+            "compmod.enabled=true",
+            f"train.run_dir={run}",
+        ],
+    )
+    Trainer(cfg).fit()
+    ckpt = run / "checkpoints" / "last.pt"
+    done = run_cli("eval", "diagnostics", "--checkpoint", str(ckpt), "--set", "eval.test_subset=300")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["eval_test_size"] == 300
+
+    state = load_checkpoint(ckpt)
+    method = build_method(config_from_dict(state["config"]), 1, 28)
+    method.load_state_dict(state["model"])
+    method.eval()
+    images = build_dataset(cfg, "test").images[:300]
+    mean, std = tuple(state["data"]["mean"]), tuple(state["data"]["std"])
+    with torch.no_grad():
+        h = method.backbone(eval_transform(images, 28, mean, std))
+        z = method.projector(h)
+    for name, x in (("h", h.numpy()), ("z", z.numpy())):
+        # float32 features: singular values within float32 rounding noise are not directions
+        erank = _erank_numpy(x, centre=True, noise=float(np.finfo(np.float32).eps))
+        assert out[f"test_{name}_effective_rank"] == pytest.approx(erank, rel=1e-4)
+        assert out[f"test_{name}_coding_rate"] == pytest.approx(_coding_rate_numpy(x, 0.5), rel=1e-4)
+    assert 1.0 < out["test_z_effective_rank"] <= 32.0

@@ -259,3 +259,9 @@ def test_cli_eval_semi_on_a_trained_checkpoint(tmp_path: Path):
     bad = run_cli("eval", "semi", "--checkpoint", ckpt, "--set", "eval.train_subset=900", *semi)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert str(index) in bad.stderr and "num_images" in bad.stderr
+    # `eval all` adds semi when the config asks for it, reusing the saved subset.
+    every = run_cli("eval", "all", "--checkpoint", ckpt, *small, *semi, "--set", "eval.semi=true")
+    assert every.returncode == 0, every.stderr
+    out_all = json.loads(every.stdout)
+    assert {"knn_top1", "linear_top1", "pixel_knn_top1", "semi_10pct_top1"} <= set(out_all)
+    assert out_all["semi_10pct_labels"] == 101

@@ -62,6 +62,7 @@ def test_reproduce_fusion_table_at_smoke_scale(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Table 7" in done.stdout and "8 of 8 cells run" in done.stdout
     table = (tmp_path / "sweep.md").read_text()
+    assert "Base config: compmod's defaults, with `train.progress=false" in table
     for variant in ("mixup_0.1", "mixup_0.9", "concat_h", "concat_z", "no_bilevel"):
         assert f"\n| {variant} |" in table
     saved = (tmp_path / "variant=no_bilevel" / "config.yaml").read_text()

@@ -15,9 +15,14 @@ Both are computed in float64 on the detached input (any float dtype and device),
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from compmod.methods import SSLMethod
 
 
 def _as_float64(x: torch.Tensor, who: str) -> torch.Tensor:
@@ -120,3 +125,17 @@ def representation_stats(h: torch.Tensor, z: torch.Tensor, eps: float = 0.5) -> 
         "h_coding_rate": coding_rate(h, eps),
         "z_coding_rate": coding_rate(z, eps),
     }
+
+
+def embedding_stats(
+    method: SSLMethod,
+    images: torch.Tensor,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """`representation_stats` of a method's h and z (`method.embed`, frozen, eval mode) on `images`."""
+    from compmod.eval.features import extract_features
+
+    feats = extract_features(method.embed, images, transform, batch_size=batch_size, device=device)
+    return representation_stats(feats[:, : method.feat_dim], feats[:, method.feat_dim :])

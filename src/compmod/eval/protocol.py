@@ -11,6 +11,7 @@ import torch
 
 from compmod.config.schema import Config
 from compmod.data.augment import eval_transform
+from compmod.eval.diagnostics import embedding_stats
 from compmod.eval.features import extract_features
 from compmod.eval.knn import knn_accuracy, pixel_features
 from compmod.eval.linear import linear_probe
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     from compmod.methods import SSLMethod
 
 EVALS = ("knn", "linear", "pixel_knn")  # the default set
-ON_REQUEST = ("semi",)  # run only when named: fine-tunes a copy of the backbone per label fraction
+# run only when named: "semi" fine-tunes a copy of the backbone per label fraction; "diagnostics" measures the
+# effective rank and coding rate of h and z on the test images (eval/diagnostics.py)
+ON_REQUEST = ("semi", "diagnostics")
 
 
 def evaluate(
@@ -40,26 +43,27 @@ def evaluate(
     (k = eval.knn_weighted_k, temperature-weighted), linear_top1/linear_top5, pixel_knn_top1, and for
     "semi" semi_<pct>pct_top1/top5 per eval.semi_fractions (`evaluate_semi`: it fine-tunes a copy of
     `method.backbone`, so `method` is required; its subset files go to `index_dir`, by default
-    `<train.run_dir>/semi_indices`).
+    `<train.run_dir>/semi_indices`), and for "diagnostics" test_h_effective_rank, test_z_coding_rate, ...
+    (`embedding_stats` of `method` on the test images).
     """
     from compmod.engine.builders import build_dataset
 
     unknown = sorted(set(which) - {*EVALS, *ON_REQUEST})
     if unknown:
         raise ValueError(f"evaluate: unknown protocol(s) {unknown}; choose from {EVALS + ON_REQUEST}")
-    if "semi" in which and method is None:
-        raise ValueError("evaluate: 'semi' fine-tunes the method's backbone; pass method=")
+    if {"semi", "diagnostics"} & set(which) and method is None:
+        raise ValueError("evaluate: 'semi' and 'diagnostics' need the whole method (h and z); pass method=")
 
     train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
     num_classes = len(train.classes)
     size = train.images.shape[-1]
     e = cfg.eval
     out: dict[str, float] = {}
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        return eval_transform(x, size, mean, std).to(dtype)
+
     if {"knn", "linear"} & set(which):
-
-        def transform(x: torch.Tensor) -> torch.Tensor:
-            return eval_transform(x, size, mean, std).to(dtype)
-
         f_train = extract_features(encode, train.images, transform, e.batch_size, device, cfg.train.progress)
         f_test = extract_features(encode, test.images, transform, e.batch_size, device, cfg.train.progress)
         if "knn" in which:
@@ -92,6 +96,10 @@ def evaluate(
         out["pixel_knn_top1"] = knn_accuracy(
             pixel_features(train.images), train.labels, pixel_features(test.images), test.labels, k=e.knn_k
         )
+    if "diagnostics" in which:
+        assert method is not None
+        stats = embedding_stats(method, test.images, transform, e.batch_size, device)
+        out.update({f"test_{k}": v for k, v in stats.items()})
     if "semi" in which:
         assert method is not None
         out.update(evaluate_semi(method, cfg, device, mean, std, index_dir=index_dir, train=train, test=test))

@@ -90,7 +90,8 @@ def _write_table(
     lines = [
         f"# Sweep: {metric}",
         "",
-        f"Base config: `{base}`" + (f", with `{' '.join(overrides)}`" if overrides else ""),
+        ("Base config: compmod's defaults" if base is None else f"Base config: `{base}`")
+        + (f", with `{' '.join(overrides)}`" if overrides else ""),
         "",
     ]
     if len(grid.axes) == 2:

@@ -1,0 +1,48 @@
+"""Evaluate the encoder saved in a training checkpoint: what `compmod eval PROTOCOL` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compmod.eval.protocol import EVALS, evaluate
+
+PROTOCOLS = {
+    "knn": ("knn",),
+    "linear": ("linear",),
+    "all": EVALS,  # and "semi" when the config's eval.semi is true
+    "semi": ("semi",),
+    "diagnostics": ("diagnostics",),
+}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, protocol: str = "all", overrides: list[str] | None = None
+) -> dict[str, float]:
+    """Rebuild the method from `checkpoint` (its saved config, with `overrides` as `--set` items), load its
+    weights and run `protocol` (see PROTOCOLS). Semi-supervised subset files go to `<run dir>/semi_indices`,
+    beside the `checkpoints/` folder."""
+    from compmod.config.load import apply_override, config_from_dict
+    from compmod.engine.builders import build_method
+    from compmod.engine.checkpoint import load_checkpoint
+    from compmod.engine.device import resolve_device
+    from compmod.errors import ConfigError
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown evaluation protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    state = load_checkpoint(checkpoint)
+    raw = state["config"]
+    for item in overrides or []:
+        apply_override(raw, item)
+    cfg = config_from_dict(raw)
+    c, h, _ = state["data"]["shape"]
+    method = build_method(cfg, c, h)
+    method.load_state_dict(state["model"])
+    device = resolve_device(cfg.train.device)
+    method.to(device)
+    which = [*PROTOCOLS[protocol], *(["semi"] if protocol == "all" and cfg.eval.semi else [])]
+    mean, std = tuple(state["data"]["mean"]), tuple(state["data"]["std"])
+    ckpt = Path(checkpoint).resolve()
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return evaluate(
+        method.encode, cfg, device, mean, std, which, method=method, index_dir=run_dir / "semi_indices"
+    )
