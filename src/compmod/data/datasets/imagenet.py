@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from compmod.data.datasets.base import LoadOptions, RawSplit, not_found, register_dataset
+from compmod.data.datasets.decode_cache import decoded_split
 from compmod.data.datasets.folder import class_folders, images_in, labelled_files
-from compmod.data.datasets.jpeg import decoded_split
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
 
 IMAGENET100_FILE = Path(__file__).with_name("imagenet100_classes.txt")

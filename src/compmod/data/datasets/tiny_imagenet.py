@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from compmod.data.datasets.base import LoadOptions, RawSplit, find_dataset_dir, register_dataset, require_file
+from compmod.data.datasets.decode_cache import decoded_split
 from compmod.data.datasets.folder import images_in
-from compmod.data.datasets.jpeg import decoded_split
 from compmod.errors import DataError, DatasetNotFoundError
 
 NATIVE_SIZE = 64
