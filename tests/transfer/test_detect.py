@@ -20,8 +20,9 @@ from compmod.errors import CheckpointError, DatasetNotFoundError
 from compmod.models import build_backbone
 from compmod.transfer import detect as detect_mod
 from compmod.transfer.coco import CocoInstances, coco_ap, hflip, load_coco, to_coco_results
-from compmod.transfer.detect import METRICS, build_mask_rcnn, load_detection_backbone, lr_factor
+from compmod.transfer.detect import METRICS, lr_factor
 from compmod.transfer.export_formats import torchvision_state_dict
+from compmod.transfer.mask_rcnn import build_mask_rcnn, load_detection_backbone
 from compmod.transfer.synthetic_coco import write_shapes_coco
 
 # pycocotools 2.0.11 decodes through np.array(..., copy=False) on an object without the copy keyword
