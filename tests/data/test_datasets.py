@@ -110,7 +110,12 @@ def test_fashion_mnist_test_split_resized_to_three_channels() -> None:
     assert ds.images.shape == (10000, 3, 32, 32) and ds.images.is_contiguous()
     assert torch.equal(ds.images[:, 0], ds.images[:, 2]) and len(ds.mean) == 3
     ref = torch.nn.functional.interpolate(native.images[:4].float(), size=32, mode="bilinear", antialias=True)
-    assert torch.equal(ds.images[:4, :1], ref.round().clamp(0, 255).to(torch.uint8))
+    # The loader resizes all 10,000 images in chunks, the reference 4: the same float32 formula, but other
+    # SIMD loops may round it differently (a few ulp of values <= 255, < 1e-3). So a pixel may round to the
+    # other integer only where the reference lies within 1e-3 of a half-integer; everywhere else exactly.
+    got, want = ds.images[:4, :1].int(), ref.round().clamp(0, 255).int()
+    near_half = ((ref - ref.floor()) - 0.5).abs() < 1e-3
+    assert ((got - want).abs() <= near_half.int()).all()
     assert torch.equal(ds.labels, native.labels)
 
 
