@@ -14,7 +14,7 @@ import yaml
 from compmod.config.augment import AugmentConfig
 from compmod.config.schema import Config, MethodConfig
 from compmod.config.validate import validate
-from compmod.config.yaml_loader import load_yaml
+from compmod.config.yaml_loader import DuplicateKeyError, load_yaml
 from compmod.errors import ConfigError, did_you_mean
 
 
@@ -31,7 +31,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = load_yaml(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start} "
+            "cannot be decoded; save it as UTF-8"
+        ) from None
+    try:
+        data = load_yaml(text)
+    except DuplicateKeyError as e:
+        raise ConfigError(f"config file {str(p)!r}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -50,6 +59,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     try:
         value = load_yaml(text) if text.strip() else None
+    except DuplicateKeyError as e:
+        raise ConfigError(f"override {item!r}: {e}") from None
     except yaml.YAMLError:
         value = text
     parts = key.strip().split(".")

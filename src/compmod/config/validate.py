@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+from pathlib import Path
 from typing import Any
 
 from compmod.config.augment import AUGMENT_OPS
-from compmod.config.schema import CompModConfig, Config
+from compmod.config.schema import CompModConfig, Config, EvalConfig
 from compmod.errors import ConfigError, did_you_mean
 
 Check = tuple[bool, str, Any, str]  # (passes, key, value, what is accepted)
 
+# torch.manual_seed takes at most 2**64 - 1 and the trainer seeds generators with seed * 1000 + epoch;
+# numpy's legacy seeding and Lightning's seed_everything take [0, 2**32 - 1], which fits both.
+MAX_SEED = 2**32 - 1
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
 
 def validate(cfg: Config) -> None:
-    """Range checks that types alone do not express; the first failing one is a ConfigError naming the key,
-    its value and what is accepted."""
-    for ok, key, value, accepted in [*_checks(cfg), *_compmod_checks(cfg.compmod)]:
+    """Range checks that types alone do not express, all made before any work starts; the first failing
+    one is a ConfigError naming the key, its value and what is accepted."""
+    _check_finite(cfg, "")
+    checks = [
+        *_checks(cfg),
+        *_train_checks(cfg),
+        *_eval_checks(cfg.eval),
+        *_compmod_checks(cfg.compmod),
+        *_method_checks(cfg),
+    ]
+    for ok, key, value, accepted in checks:
         if not ok:
             raise ConfigError(f"config key {key}: {value!r} is not accepted; expected {accepted}")
     for op in cfg.augment.ops or []:
@@ -23,11 +40,83 @@ def validate(cfg: Config) -> None:
                 f"config key augment.ops: unknown op {op!r}{did_you_mean(op, AUGMENT_OPS)}; "
                 f"choose from: {', '.join(AUGMENT_OPS)}"
             )
-    dev = cfg.train.device
-    if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
-        raise ConfigError(
-            f"config key train.device: {dev!r} is not accepted; expected auto, cpu, cuda or cuda:N"
-        )
+    _check_run_dir(cfg.train.run_dir)
+
+
+def _check_finite(node: Any, path: str) -> None:
+    """Every float in the config (method parameters included) is finite: inf and nan are never meant."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{path}.{f.name}" if path else f.name
+        if f.name == "params" and path == "method":
+            key = "method"
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if dataclasses.is_dataclass(v) and not isinstance(v, type):
+                _check_finite(v, key)
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"config key {key}: {v!r} is not accepted; expected a finite number")
+
+
+def _check_run_dir(run_dir: str) -> None:
+    """train.run_dir must be a directory or creatable as one: no part of it may be an existing file."""
+    if not run_dir.strip():
+        raise ConfigError("config key train.run_dir: '' is not accepted; expected a directory path")
+    path = Path(run_dir)
+    for part in [path, *path.parents]:
+        if part.exists():
+            if not part.is_dir():
+                where = "is" if part == path else f"is inside {str(part)!r}, which is"
+                raise ConfigError(
+                    f"config key train.run_dir: {run_dir!r} is not accepted; it {where} not a directory "
+                    "(expected a directory path)"
+                )
+            return
+
+
+def _train_checks(cfg: Config) -> list[Check]:
+    t = cfg.train
+    return [
+        (t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1"),
+        (0 <= t.momentum < 1, "train.momentum", t.momentum, "a float in [0, 1)"),
+        (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "a float in [0, 1]"),
+        (0 <= t.seed <= MAX_SEED, "train.seed", t.seed, f"an integer in [0, {MAX_SEED}] (2**32 - 1)"),
+        (t.threads is None or t.threads >= 1, "train.threads", t.threads, "null or an integer >= 1"),
+        (
+            bool(_DEVICE.match(t.device)),
+            "train.device",
+            t.device,
+            "auto, cpu, mps, cuda or cuda:N (N an integer)",
+        ),
+    ]
+
+
+def _eval_checks(e: EvalConfig) -> list[Check]:
+    return [
+        (e.knn_weighted_k >= 1, "eval.knn_weighted_k", e.knn_weighted_k, "an integer >= 1"),
+        (e.knn_temperature > 0, "eval.knn_temperature", e.knn_temperature, "a float > 0"),
+        (e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1"),
+        (e.linear_epochs >= 1, "eval.linear_epochs", e.linear_epochs, "an integer >= 1"),
+        (e.linear_lr > 0, "eval.linear_lr", e.linear_lr, "a float > 0"),
+        (e.linear_batch_size >= 1, "eval.linear_batch_size", e.linear_batch_size, "an integer >= 1"),
+        (
+            e.train_subset is None or e.train_subset >= 1,
+            "eval.train_subset",
+            e.train_subset,
+            "null or an integer >= 1",
+        ),
+    ]
+
+
+def _method_checks(cfg: Config) -> list[Check]:
+    """The method's own checks (`params.checks(batch_size)`, e.g. W-MSE's sub-batch size), when it has some;
+    keys are relative to `method.`."""
+    checks = getattr(cfg.method.params, "checks", None)
+    if checks is None:
+        return []
+    return [
+        (ok, f"method.{key}", value, accepted) for ok, key, value, accepted in checks(cfg.train.batch_size)
+    ]
 
 
 def _checks(cfg: Config) -> list[Check]:
@@ -92,7 +181,20 @@ def _checks(cfg: Config) -> list[Check]:
 
 def _compmod_checks(cm: CompModConfig) -> list[Check]:
     return [
-        (cm.order >= 1, "compmod.order", cm.order, "an integer >= 1 (even recommended)"),
+        (
+            cm.order >= 2 and cm.order % 2 == 0,
+            "compmod.order",
+            cm.order,
+            "an even integer >= 2 (odd orders of the log-det series are unbounded below)",
+        ),
+        (
+            cm.lambda_warmup_epochs >= 0,
+            "compmod.lambda_warmup_epochs",
+            cm.lambda_warmup_epochs,
+            "a float >= 0",
+        ),
+        (cm.meta.lr is None or cm.meta.lr > 0, "compmod.meta.lr", cm.meta.lr, "null or a float > 0"),
+        (0 <= cm.meta.momentum < 1, "compmod.meta.momentum", cm.meta.momentum, "a float in [0, 1)"),
         (cm.lambda1 >= 0, "compmod.lambda1", cm.lambda1, "a float >= 0"),
         (cm.lambda2 >= 0, "compmod.lambda2", cm.lambda2, "a float >= 0"),
         (cm.eps_sq > 0, "compmod.eps_sq", cm.eps_sq, "a float > 0"),

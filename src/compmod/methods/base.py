@@ -35,6 +35,15 @@ class ProjectorParams:
     proj_dim: int = 128
     proj_layers: int = 3
 
+    def checks(self, batch_size: int) -> list[tuple[bool, str, Any, str]]:
+        """(passes, key under `method.`, value, what is accepted) for config validation, which runs them
+        before any work starts; `batch_size` is the global `train.batch_size`."""
+        return [
+            (self.proj_hidden_dim >= 1, "proj_hidden_dim", self.proj_hidden_dim, "an integer >= 1"),
+            (self.proj_dim >= 1, "proj_dim", self.proj_dim, "an integer >= 1"),
+            (self.proj_layers >= 1, "proj_layers", self.proj_layers, "an integer >= 1"),
+        ]
+
 
 class SSLMethod(nn.Module):
     """Thin base: a backbone f_theta, `forward(x1, x2) -> StepOutput`, and an after-step hook."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +28,43 @@ class WMSEParams(ProjectorParams):
     # w_size > proj_dim); 1e-3 keeps the Cholesky factor defined when a sub-batch has no more rows than
     # dimensions (small batches, tests) and is negligible next to Sigma's eigenvalues otherwise.
     whiten_eps: float = 1e-3
+
+    def checks(self, batch_size: int | None = None) -> list[tuple[bool, str, Any, str]]:
+        """The projector's checks, and W-MSE's: each global batch of `batch_size` rows is cut into
+        sub-batches of min(w_size, batch_size) rows, so that must divide it; exact whitening
+        (whiten_eps = 0) needs more rows per sub-batch than proj_dim dimensions."""
+        out = [
+            *super().checks(batch_size or 2),
+            (self.w_size >= 2, "w_size", self.w_size, "an integer >= 2"),
+            (self.w_iter >= 1, "w_iter", self.w_iter, "an integer >= 1"),
+            (0.0 <= self.whiten_eps <= 1.0, "whiten_eps", self.whiten_eps, "a number in [0, 1]"),
+            (
+                self.whiten_eps > 0 or self.w_size > self.proj_dim,
+                "w_size",
+                self.w_size,
+                "a larger value: exact whitening (method.whiten_eps=0) needs w_size > "
+                f"method.proj_dim={self.proj_dim} (or set whiten_eps > 0)",
+            ),
+        ]
+        if batch_size is not None:
+            rows = min(self.w_size, batch_size)
+            out += [
+                (
+                    batch_size % rows == 0,
+                    "w_size",
+                    self.w_size,
+                    f"a divisor of train.batch_size={batch_size} (or w_size >= batch_size: the batch is "
+                    "whitened whole)",
+                ),
+                (
+                    self.whiten_eps > 0 or rows > self.proj_dim,
+                    "whiten_eps",
+                    self.whiten_eps,
+                    f"> 0 when a sub-batch (min(w_size, train.batch_size) = {rows} rows) is not larger than "
+                    f"method.proj_dim={self.proj_dim}: exact whitening needs more rows than dimensions",
+                ),
+            ]
+        return out
 
 
 class WMSE(SSLMethod):
@@ -76,20 +114,8 @@ class WMSE(SSLMethod):
 
 @register_method("wmse", WMSEParams, "simclr")
 def build_wmse(backbone: nn.Module, feat_dim: int, params: WMSEParams) -> WMSE:
-    checks = (
-        ("w_size", params.w_size >= 2, "an integer >= 2"),
-        ("w_iter", params.w_iter >= 1, "an integer >= 1"),
-        ("whiten_eps", 0.0 <= params.whiten_eps <= 1.0, "a number in [0, 1]"),
-    )
-    for key, ok, accepted in checks:
+    for ok, key, value, accepted in params.checks():  # config validation ran them with the batch size
         if not ok:
-            raise ConfigError(
-                f"config key method.{key}: {getattr(params, key)!r} is not accepted; expected {accepted}"
-            )
-    if params.whiten_eps == 0 and params.w_size <= params.proj_dim:
-        raise ConfigError(
-            f"config key method.w_size: {params.w_size} is not accepted with method.whiten_eps=0; exact "
-            f"whitening needs w_size > method.proj_dim={params.proj_dim} (or set whiten_eps > 0)"
-        )
+            raise ConfigError(f"config key method.{key}: {value!r} is not accepted; expected {accepted}")
     head = projector(feat_dim, params.proj_hidden_dim, params.proj_dim, params.proj_layers)
     return WMSE(backbone, feat_dim, head, params.w_size, params.w_iter, params.whiten_eps)
