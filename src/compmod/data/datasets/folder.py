@@ -48,13 +48,28 @@ def _is_image(name: str) -> bool:
 
 
 def images_in(folder: Path, recursive: bool) -> list[Path]:
+    """Sorted image files in `folder` (and its sub-folders when `recursive`). Symbolic links to folders
+    are followed, each real folder at most once: a link to a folder already walked or to one of
+    `folder`'s parents (a loop) or a second link to the same folder adds nothing, so every image is read
+    once and a loop neither hangs nor repeats images."""
     if not recursive:
         return sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p.name))
     found = []
+    visited = {_identity(p) for p in folder.resolve().parents}  # a link up to them would be a loop
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in visited:  # reached again through a link: its files are counted
+            dirnames[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".")]
         found += [Path(dirpath) / f for f in filenames if _is_image(f)]
     return sorted(found)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def class_folders(folder: Path) -> dict[str, list[Path]]:
