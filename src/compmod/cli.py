@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from compmod.errors import CompmodError, TrainingInterrupted
+from compmod.errors import CompmodError, FileSystemError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
 
@@ -117,33 +117,26 @@ def _add_transfer_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from compmod.config import load_config
-    from compmod.engine.checkpoint import load_checkpoint
     from compmod.engine.run import train_and_evaluate
-    from compmod.engine.trainer import checkpoint_path
-    from compmod.errors import CheckpointError
+    from compmod.engine.run_dir import resumed_config
 
     cfg = load_config(args.config, args.overrides)
-    if args.resume and not checkpoint_path(cfg.train.run_dir).is_file():
-        raise CheckpointError(
-            f"--resume: no checkpoint at {str(checkpoint_path(cfg.train.run_dir))!r}; start without --resume"
-        )
     if args.resume:  # the run continues with the config it was started with, plus these overrides
-        from compmod.config.load import apply_override, config_from_dict
-
-        raw = load_checkpoint(checkpoint_path(cfg.train.run_dir))["config"]
-        for item in args.overrides:
-            apply_override(raw, item)
-        cfg = config_from_dict(raw)
+        cfg = resumed_config(cfg, args.overrides)
     from compmod.distributed import is_main
     from compmod.engine.ddp import shutdown
 
     try:
-        results = train_and_evaluate(cfg, resume=args.resume, overwrite=args.overwrite)
+        results = train_and_evaluate(cfg, resume=args.resume, overwrite=args.overwrite, log=_say)
         if is_main():
-            _print_results(results, cfg.train.run_dir)
+            _print_results(results, results["run_dir"])
     finally:
         shutdown()
     return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -275,6 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + e.signum
     except CompmodError as e:
         print(f"compmod: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # full disk, read-only file system, no permission: one line, not a traceback
+        error = FileSystemError.from_os_error(e)
+        if error is None:
+            raise
+        print(f"compmod: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("compmod: interrupted; continue with `compmod train ... --resume`", file=sys.stderr)

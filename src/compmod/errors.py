@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -36,6 +37,24 @@ class TrainingInterrupted(CompmodError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class FileSystemError(CompmodError, OSError):
+    """A file cannot be written or opened: full disk, read-only file system, no permission."""
+
+    WRITE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "over the disk quota", errno.EROFS: ""}
+    ACCESS = (errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR)
+
+    @classmethod
+    def from_os_error(cls, e: OSError) -> FileSystemError | None:
+        """The one-line error for an OSError of the file system (None for others, which are bugs or
+        cannot be fixed by the user): "cannot write PATH: No space left on device (the disk is full)"."""
+        if e.errno not in cls.WRITE and e.errno not in cls.ACCESS:
+            return None
+        where = f" {e.filename}" if e.filename is not None else ""
+        verb = "write" if e.errno in cls.WRITE else "access"
+        hint = cls.WRITE.get(e.errno, "")  # type: ignore[call-overload]
+        return cls(f"cannot {verb}{where}: {e.strerror}" + (f" ({hint})" if hint else ""))
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

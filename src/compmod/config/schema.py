@@ -76,6 +76,10 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
     run_dir: str = "runs/default"
+    # exact: write to run_dir; refuse one that holds a run (unless --resume / --overwrite). auto: continue
+    # the unfinished run in run_dir when its config is this one, else use the first of run_dir, run_dir-2,
+    # run_dir-3, ... that holds no run (engine/run_dir.py); `make demo` uses it.
+    run_dir_mode: Literal["exact", "auto"] = "exact"
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     log_every: int = 1  # metrics.jsonl gets every N-th step's loss parts
     checkpoint_every: int | None = None  # also checkpoint every N steps mid-epoch (None: epoch ends only)

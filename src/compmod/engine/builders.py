@@ -5,6 +5,7 @@ from __future__ import annotations
 from compmod.config.schema import Config
 from compmod.data.augment import BatchAugment, build_views
 from compmod.data.datasets import ImageDataset, load_dataset
+from compmod.errors import ConfigError
 from compmod.methods import METHODS, SSLMethod
 from compmod.models import build_backbone
 from compmod.regularizers import CompMod
@@ -25,6 +26,11 @@ def build_dataset(cfg: Config, split: str) -> ImageDataset:
         on_bad_image=d.on_bad_image,
     )
     n = {"pretrain": d.subset, "train": cfg.eval.train_subset, "test": cfg.eval.test_subset}[split]
+    if split == "pretrain" and n is not None and n > len(ds):  # pretraining on fewer images than asked
+        raise ConfigError(
+            f"config key data.subset: {n} is not accepted; the {split} split of {d.name} holds only "
+            f"{len(ds)} images (expected null or at most {len(ds)})"
+        )
     if n is not None and n < len(ds):
         ds.images, ds.labels = ds.images[:n].contiguous(), ds.labels[:n].contiguous()
     return ds

@@ -51,7 +51,12 @@ class MetricsLogger:
             self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def log(self, record: dict[str, Any], step: int) -> None:
-        self._file.write(json.dumps({"step": step, **record}) + "\n")
+        try:
+            self._file.write(json.dumps({"step": step, **record}) + "\n")
+        except OSError as e:  # a full disk names no file: name metrics.jsonl
+            if e.filename is not None or e.errno is None:
+                raise
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, int | float) and not isinstance(v, bool):

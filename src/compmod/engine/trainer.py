@@ -16,7 +16,7 @@ so with `train.sync_bn` the run equals a single process on the global batch.
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import signal
 import time
@@ -38,7 +38,8 @@ from compmod.engine.builders import (
     build_method,
     method_label,
 )
-from compmod.engine.checkpoint import load_checkpoint, save_checkpoint
+from compmod.engine.checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from compmod.engine.checkpoint_content import load_entry, load_matching
 from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distributed
 from compmod.engine.device import resolve_device, seed_everything, set_threads
 from compmod.engine.export import export_weights
@@ -46,15 +47,15 @@ from compmod.engine.metrics import MetricsLogger, truncate_metrics
 from compmod.engine.monitor import OnlineMonitor
 from compmod.engine.optim import build_optimizer
 from compmod.engine.rng_state import rng_states, set_rng_states
+from compmod.engine.run_dir import RESULTS_FILE, checkpoint_path
 from compmod.engine.schedule import warmup_cosine
 from compmod.engine.signals import StopSignals
 from compmod.engine.step import TrainStep
 from compmod.errors import CheckpointError, CompmodError, NonFiniteLossError, TrainingInterrupted
 from compmod.models.sync_batchnorm import convert_sync_batchnorm
 
-
-def checkpoint_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "last.pt"
+__all__ = ["RunState", "Trainer", "checkpoint_path"]
+_log = logging.getLogger("compmod.engine")
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Trainer:
     """Pretrains `cfg.method` on `cfg.data`, then evaluates (when `eval.enabled`).
 
     `resume=True` continues from `<run_dir>/checkpoints/last.pt`; `overwrite=False` refuses to start
-    over a run directory that already holds a checkpoint (so no finished work is lost by a typo).
+    over a run directory that already holds a checkpoint or results.json (so no finished work is lost by
+    a typo). The Trainer does not lock the directory: `train_and_evaluate` does (engine/run_dir.py).
     """
 
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
@@ -83,6 +85,11 @@ class Trainer:
             raise CheckpointError(
                 f"{str(self.run_dir)!r} already holds a checkpoint; pass --resume to continue it, "
                 "--overwrite to start over, or choose another train.run_dir"
+            )
+        if not resume and (self.run_dir / RESULTS_FILE).is_file() and not overwrite:
+            raise CheckpointError(
+                f"{str(self.run_dir)!r} already holds a finished run ({RESULTS_FILE}); choose another "
+                "train.run_dir, set train.run_dir_mode=auto for a new directory per run, or pass --overwrite"
             )
         set_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
@@ -148,21 +155,22 @@ class Trainer:
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.method.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Load every part of the run from `state`; a part that does not fit is a one-line CheckpointError."""
+        path = self.ckpt_path
+        load_matching(self.method, state["model"], path, "the resumed config (with any --set overrides)")
+        load_entry(self.optimizer.load_state_dict, state.get("optimizer"), path, "optimizer")
         if self.compmod is not None:
             if state.get("compmod") is None:
-                raise CheckpointError(
-                    f"{str(self.ckpt_path)!r} was written without CompMod; cannot resume with it"
-                )
-            self.compmod.load_state_dict(state["compmod"])
+                raise CheckpointError(f"{str(path)!r} was written without CompMod; cannot resume with it")
+            load_entry(self.compmod.load_state_dict, state["compmod"], path, "compmod")
         elif state.get("compmod") is not None:
-            raise CheckpointError(
-                f"{str(self.ckpt_path)!r} was written with CompMod; resume with compmod.enabled=true"
-            )
-        self.step_fn.load_state_dict(state.get("step_fn", {}))
-        self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
-        set_rng_states(state["rng"], self.aug_gen)
+            raise CheckpointError(f"{str(path)!r} was written with CompMod; resume with compmod.enabled=true")
+        load_entry(self.step_fn.load_state_dict, state.get("step_fn", {}), path, "step_fn")
+        load_entry(lambda s: set_rng_states(s, self.aug_gen), state.get("rng"), path, "rng")
+        try:
+            self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{str(path)!r} has no valid epoch, batch and step entries") from None
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self) -> RunState:
@@ -170,7 +178,11 @@ class Trainer:
         logger = None
         if is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+            for folder in (self.ckpt_path.parent, self.run_dir / "weights"):
+                for stale in remove_stale_temporaries(folder):  # left by a process killed mid-write
+                    _log.warning("removed %s, left by a run killed while writing it", stale)
+            text = dump_config(self.cfg).encode()
+            atomic_write(self.run_dir / "config.yaml", lambda f: f.write(text))
             truncate_metrics(self.run_dir, self.state.step)  # steps after the checkpoint are run again
             logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
@@ -291,11 +303,3 @@ class Trainer:
             f"{self.run_dir / 'config.yaml'} --resume`",
             signum,
         )
-
-
-def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
-    path = Path(run_dir) / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(path)
-    return path

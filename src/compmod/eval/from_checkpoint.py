@@ -24,23 +24,24 @@ def evaluate_checkpoint(
     from compmod.config.load import apply_override, config_from_dict
     from compmod.engine.builders import build_method
     from compmod.engine.checkpoint import load_checkpoint
+    from compmod.engine.checkpoint_content import load_matching, saved_config, saved_image_format
     from compmod.engine.device import resolve_device
     from compmod.errors import ConfigError
 
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown evaluation protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
     state = load_checkpoint(checkpoint)
-    raw = state["config"]
+    raw = saved_config(state, checkpoint)
     for item in overrides or []:
         apply_override(raw, item)
     cfg = config_from_dict(raw)
-    c, h, _ = state["data"]["shape"]
+    (c, h, _), mean, std = saved_image_format(state, checkpoint)
     method = build_method(cfg, c, h)
-    method.load_state_dict(state["model"])
+    built_from = f"its config with --set {' '.join(overrides)}" if overrides else "its config"
+    load_matching(method, state["model"], checkpoint, built_from)
     device = resolve_device(cfg.train.device)
     method.to(device)
     which = [*PROTOCOLS[protocol], *(["semi"] if protocol == "all" and cfg.eval.semi else [])]
-    mean, std = tuple(state["data"]["mean"]), tuple(state["data"]["std"])
     ckpt = Path(checkpoint).resolve()
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     return evaluate(

@@ -103,21 +103,22 @@ def embed_run(
     from compmod.data.augment import eval_transform
     from compmod.engine.builders import build_dataset, build_method
     from compmod.engine.checkpoint import load_checkpoint
+    from compmod.engine.checkpoint_content import load_matching, saved_config, saved_image_format
     from compmod.engine.trainer import checkpoint_path
     from compmod.eval.features import extract_features
 
     if n < 1:
         raise ValueError(f"embed_run: n must be >= 1; got {n}")
-    state = load_checkpoint(checkpoint_path(run_dir))
-    cfg = config_from_dict(state["config"])
+    path = checkpoint_path(run_dir)
+    state = load_checkpoint(path)
+    cfg = config_from_dict(saved_config(state, path))
     test = build_dataset(cfg, "test")
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
     idx = order[: min(n, len(test))].sort().values
-    c, size, _ = (int(v) for v in state["data"]["shape"])
-    mean, std = tuple(state["data"]["mean"]), tuple(state["data"]["std"])
+    (c, size, _), mean, std = saved_image_format(state, path)
     device = torch.device(device)
     method = build_method(cfg, c, size)
-    method.load_state_dict(state["model"])
+    load_matching(method, state["model"], path)
     method.to(device).eval()
 
     def transform(x: torch.Tensor) -> torch.Tensor:

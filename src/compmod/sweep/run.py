@@ -59,7 +59,11 @@ def run_sweep(
         name = grid.cell_name(cell)
         items = [*overrides, *grid.overrides(cell)]
         cell_base = base(items) if callable(base) else base
-        configs[name] = load_config(cell_base, [*items, f"train.run_dir={out / name}"])
+        run_dir = [
+            f"train.run_dir={out / name}",
+            "train.run_dir_mode=exact",
+        ]  # the sweep resumes cells itself
+        configs[name] = load_config(cell_base, [*items, *run_dir])
     results: dict[str, dict[str, Any]] = {}
     ran = []
     for i, (name, cfg) in enumerate(configs.items()):

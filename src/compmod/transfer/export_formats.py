@@ -33,7 +33,7 @@ from torch import nn
 
 from compmod.engine.checkpoint import atomic_write, load_checkpoint
 from compmod.engine.export import BACKBONE_FILE, _metadata, _save
-from compmod.errors import CheckpointError, ConfigError, did_you_mean
+from compmod.errors import ConfigError, did_you_mean
 
 FORMATS = ("safetensors", "torchvision", "detectron2")
 DETECTRON2_FILE = "detectron2.pkl"
@@ -208,16 +208,13 @@ def export(
     """
     from compmod.config.load import config_from_dict
     from compmod.engine.builders import build_method
+    from compmod.engine.checkpoint_content import load_matching, saved_config, saved_image_format
 
     formats = _check_formats(formats)
     state = load_checkpoint(checkpoint_path)
-    if "config" not in state or "data" not in state:
-        raise CheckpointError(
-            f"{str(checkpoint_path)!r} has no saved config; it was not written by compmod train"
-        )
-    cfg = config_from_dict(state["config"])
-    c, h, _ = state["data"]["shape"]
+    cfg = config_from_dict(saved_config(state, checkpoint_path))
+    (c, h, _), _, _ = saved_image_format(state, checkpoint_path)
     method = build_method(cfg, c, h)
-    method.load_state_dict(state["model"])
+    load_matching(method, state["model"], checkpoint_path)
     meta = {"method": str(state.get("method", cfg.method.name)), "backbone": cfg.model.backbone}
     return export_backbone(method.backbone, out_dir, formats, meta)
