@@ -53,7 +53,7 @@ class FileSystemError(CompmodError, OSError):
             return None
         where = f" {e.filename}" if e.filename is not None else ""
         verb = "write" if e.errno in cls.WRITE else "access"
-        hint = cls.WRITE.get(e.errno, "")  # type: ignore[call-overload]
+        hint = cls.WRITE.get(e.errno, "") if e.errno is not None else ""
         return cls(f"cannot {verb}{where}: {e.strerror}" + (f" ({hint})" if hint else ""))
 
 

@@ -73,7 +73,11 @@ def load_matching(
         if k in tensors and (not isinstance(tensors[k], torch.Tensor) or tensors[k].shape != v.shape)
     ]
     if missing or unexpected or shapes:
-        first = _first(shapes) or _first([f"missing {k}" for k in missing]) or _first(unexpected)
+        first = (
+            _first(shapes)
+            or _first([f"missing {k}" for k in missing])
+            or _first([f"unexpected {k}" for k in unexpected])
+        )
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not match the model built from {built_from}: {len(missing)} "
             f"missing, {len(unexpected)} unexpected, {len(shapes)} shape mismatches{first}"
