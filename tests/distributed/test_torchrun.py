@@ -65,10 +65,10 @@ def test_two_processes_train_like_one_on_the_global_batch(tmp_path: Path):
     assert _max_diff(a["model"], b["model"]) <= 1e-9
     assert _max_diff(a["compmod"]["head"], b["compmod"]["head"]) <= 1e-9
     assert torch.equal(a["compmod"]["generator"], b["compmod"]["generator"])
-    # rank 0 alone logs: each step once; the run's summary is printed once
+    # rank 0 alone logs: each step once; the run directory is printed once at the start, once at the end
     records = [json.loads(s) for s in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "epoch_loss" not in r] == [1, 2, 3]
-    assert two.stdout.count("run directory:") == 1
+    assert two.stdout.count("run directory:") == 2
     logged = [json.loads(s) for s in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     for r1, r2 in zip(logged, records, strict=True):  # the same global losses, as one process logs them
         key = "loss" if "loss" in r1 else "epoch_loss"
