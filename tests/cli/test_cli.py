@@ -1,4 +1,5 @@
-"""The `compmod` command as a user runs it: real subprocesses on small real or generated data."""
+"""The `compmod` command as a user runs it, on small real or generated data: in this process through
+`compmod.cli.main` (what `python -m compmod` calls), and as a subprocess for the entry point and kills."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.helpers import requires_fmnist, run_cli
+from tests.helpers import requires_fmnist, run_cli, run_process
 
 FAST = ["--set", "train.progress=false", "--set", "method.proj_hidden_dim=64", "--set", "method.proj_dim=32"]
 
@@ -25,7 +26,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -
 
 
 def test_cli_list_and_show_config():
-    out = run_cli("list")
+    out = run_process("list")  # the installed entry point, once
     assert out.returncode == 0
     assert "methods: barlow_twins, byol, mec, moco_v2, simclr, simsiam, swav, vicreg, wmse" in out.stdout
     assert "fashion_mnist" in out.stdout and "resnet18" in out.stdout and "small_cnn" in out.stdout
@@ -53,6 +54,8 @@ def test_cli_train_fashion_mnist_then_eval_checkpoint(tmp_path):
         "--set",
         "eval.train_subset=2000",
         "--set",
+        "eval.test_subset=2000",
+        "--set",
         "eval.linear_epochs=2",
     )
     assert proc.returncode == 0, proc.stderr
@@ -67,6 +70,8 @@ def test_cli_train_fashion_mnist_then_eval_checkpoint(tmp_path):
         str(run / "checkpoints" / "last.pt"),
         "--set",
         "eval.train_subset=2000",
+        "--set",
+        "eval.test_subset=2000",
         "--set",
         "train.progress=false",
     )

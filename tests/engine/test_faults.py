@@ -21,7 +21,8 @@ from compmod.config import load_config
 from compmod.engine.checkpoint import load_checkpoint
 from compmod.engine.trainer import Trainer, checkpoint_path
 
-pytestmark = [requires_fmnist, pytest.mark.slow]
+# one xdist worker runs the module: the uninterrupted runs of the module fixture are trained once
+pytestmark = [requires_fmnist, pytest.mark.slow, pytest.mark.xdist_group("faults")]
 
 # 3 epochs x 8 steps; CompMod's mixup_h fusion draws alpha from its own generator, MoCo v2 has a queue:
 # a resumed run must restore both, the EMA key encoder, the optimisers and the data position.

@@ -47,6 +47,8 @@ SMALL = [
     "eval.monitor_images=200",
 ]
 
+pytestmark = pytest.mark.xdist_group("report")  # one worker trains the module fixture's runs
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
