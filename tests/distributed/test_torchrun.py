@@ -17,7 +17,7 @@ from tests.helpers import requires_fmnist, run_cli
 from compmod.engine.checkpoint import load_checkpoint
 from compmod.engine.trainer import checkpoint_path
 
-pytestmark = [requires_fmnist, pytest.mark.slow]
+pytestmark = [requires_fmnist, pytest.mark.slow, pytest.mark.xdist_group("torchrun")]  # one rendezvous port
 
 RUN = [
     "data.subset=64",
