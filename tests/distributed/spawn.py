@@ -29,3 +29,9 @@ def run_ranks(fn: Callable[..., Any], tmp: Path, *args: Any, world: int = 2) -> 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.start_processes(_entry, args=(fn, world, str(tmp), args), nprocs=world, start_method="spawn")
     return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(world)]
+
+
+def run_jobs(jobs: dict[str, tuple[Callable[..., Any], tuple]]) -> dict[str, Any]:
+    """{name: fn(*args)} for each job, in order: several tests' rank computations in one spawn (each spawn
+    starts `world` interpreters, ~3 s of CPU each, the bulk of a small test's time)."""
+    return {name: fn(*args) for name, (fn, args) in jobs.items()}

@@ -6,12 +6,35 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.distributed.spawn import run_ranks
+from tests.distributed.spawn import run_jobs, run_ranks
 from tests.distributed.workers import compmod_hypergrads, method_loss_and_grads, three_steps
 
 from compmod.methods import METHODS
 
 RTOL = 1e-6
+NAMES = METHODS.names()
+META = [("jvp", "concat_h"), ("exact", "mixup_h"), ("off", "concat_z")]
+# methods with state carried across steps: EMA teachers, queues (filled, wrapped and read), SwAV's
+# prototypes unfrozen, W-MSE's step-seeded sub-batch permutation
+STATEFUL = {
+    "byol": [],
+    "moco_v2": ["method.queue_size=24"],
+    "swav": ["method.freeze_prototypes_steps=1", "method.queue_size=32", "method.queue_start_step=0"],
+    "wmse": [],
+}
+JOBS = {
+    "methods": (method_loss_and_grads, (NAMES,)),
+    **{f"compmod-{mode}-{fusion}": (compmod_hypergrads, (NAMES, mode, fusion)) for mode, fusion in META},
+    **{f"steps-{name}": (three_steps, (name, extra)) for name, extra in STATEFUL.items()},
+}
+
+# The module's tests share one 2-process spawn (on one xdist worker), each reading its job's results.
+pytestmark = pytest.mark.xdist_group("ddp_gradients")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    return run_ranks(run_jobs, tmp_path_factory.mktemp("ddp"), JOBS)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor, floor: float = 1e-300) -> float:
@@ -33,43 +56,29 @@ def _check(name: str, got: dict, ref: dict) -> float:
     return max(errors)
 
 
-def test_every_method_loss_and_gradients_match_one_process(tmp_path):
-    names = METHODS.names()
-    ref = method_loss_and_grads(names)
-    ranks = run_ranks(method_loss_and_grads, tmp_path, names)
-    for name in names:
-        for rank in ranks:
+def test_every_method_loss_and_gradients_match_one_process(ranks):
+    ref = method_loss_and_grads(NAMES)
+    got = [rank["methods"] for rank in ranks]
+    for name in NAMES:
+        for rank in got:
             assert _check(name, rank[name], ref[name]) <= RTOL, name
         # both ranks hold the same (global) loss and the same averaged gradients
-        assert torch.equal(ranks[0][name]["loss"], ranks[1][name]["loss"])
+        assert torch.equal(got[0][name]["loss"], got[1][name]["loss"])
 
 
-@pytest.mark.parametrize(("mode", "fusion"), [("jvp", "concat_h"), ("exact", "mixup_h"), ("off", "concat_z")])
-def test_compmod_hypergradient_matches_one_process(tmp_path, mode, fusion):
-    names = METHODS.names()
-    ref = compmod_hypergrads(names, mode, fusion)
-    ranks = run_ranks(compmod_hypergrads, tmp_path, names, mode, fusion)
-    for name in names:
+@pytest.mark.parametrize(("mode", "fusion"), META)
+def test_compmod_hypergradient_matches_one_process(ranks, mode, fusion):
+    ref = compmod_hypergrads(NAMES, mode, fusion)
+    for name in NAMES:
         assert any(float(g.norm()) > 0 for g in ref[name]["hyper"]), name
         for rank in ranks:
-            assert _check(name, rank[name], ref[name]) <= RTOL, (name, mode)
-
-
-# methods with state carried across steps: EMA teachers, queues (filled, wrapped and read), SwAV's
-# prototypes unfrozen, W-MSE's step-seeded sub-batch permutation
-STATEFUL = {
-    "byol": [],
-    "moco_v2": ["method.queue_size=24"],
-    "swav": ["method.freeze_prototypes_steps=1", "method.queue_size=32", "method.queue_start_step=0"],
-    "wmse": [],
-}
+            assert _check(name, rank[f"compmod-{mode}-{fusion}"][name], ref[name]) <= RTOL, (name, mode)
 
 
 @pytest.mark.parametrize("name", list(STATEFUL))
-def test_three_steps_with_state_match_one_process(tmp_path, name):
+def test_three_steps_with_state_match_one_process(ranks, name):
     ref = three_steps(name, STATEFUL[name])
-    ranks = run_ranks(three_steps, tmp_path, name, STATEFUL[name])
-    for rank in ranks:
+    for rank in (r[f"steps-{name}"] for r in ranks):
         assert float(((rank["losses"] - ref["losses"]).abs() / ref["losses"].abs()).max()) <= RTOL
         for part in ("state", "head"):
             for key, value in ref[part].items():
