@@ -28,7 +28,7 @@ demo: setup data
 
 test: setup data
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks examples

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 import pickle
 import random
+import shutil
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +65,26 @@ def _restored_globals():
         torch.set_num_threads(states[3])
         for s, handler in handlers.items():
             signal.signal(s, handler)
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, filled by `build(folder)` once per test session: by whichever pytest-xdist
+    worker asks first, while the others wait for it (an flock); then read-only for every test.
+
+    For expensive module fixtures (trained runs) that tests of one module share, so that `make test` can
+    spread those tests over its workers without each worker training them again."""
+    base = factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built_once"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if `build` fails
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed earlier build left
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
 
 
 def run_process(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

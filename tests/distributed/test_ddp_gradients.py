@@ -8,6 +8,7 @@ import pytest
 import torch
 from tests.distributed.spawn import run_jobs, run_ranks
 from tests.distributed.workers import compmod_hypergrads, method_loss_and_grads, three_steps
+from tests.helpers import built_once
 
 from compmod.methods import METHODS
 
@@ -28,13 +29,12 @@ JOBS = {
     **{f"steps-{name}": (three_steps, (name, extra)) for name, extra in STATEFUL.items()},
 }
 
-# The module's tests share one 2-process spawn (on one xdist worker), each reading its job's results.
-pytestmark = pytest.mark.xdist_group("ddp_gradients")
-
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    return run_ranks(run_jobs, tmp_path_factory.mktemp("ddp"), JOBS)
+    """The module's tests share one 2-process spawn (once per session), each reading its job's results."""
+    folder = built_once(tmp_path_factory, "ddp-gradients", lambda out: run_ranks(run_jobs, out, JOBS))
+    return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor, floor: float = 1e-300) -> float:

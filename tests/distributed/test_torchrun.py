@@ -17,7 +17,7 @@ from tests.helpers import requires_fmnist, run_cli
 from compmod.engine.checkpoint import load_checkpoint
 from compmod.engine.trainer import checkpoint_path
 
-pytestmark = [requires_fmnist, pytest.mark.slow, pytest.mark.xdist_group("torchrun")]  # one rendezvous port
+pytestmark = [requires_fmnist, pytest.mark.slow]
 
 RUN = [
     "data.subset=64",
@@ -43,7 +43,9 @@ def _sets(items: list[str]) -> list[str]:
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "compmod", *args]
+    # --standalone: a free local rendezvous port, so that tests on other xdist workers can run torchrun too
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "compmod", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 

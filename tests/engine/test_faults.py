@@ -11,18 +11,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers import requires_fmnist, run_cli
+from tests.helpers import built_once, requires_fmnist, run_cli
 
 from compmod.config import load_config
 from compmod.engine.checkpoint import load_checkpoint
 from compmod.engine.trainer import Trainer, checkpoint_path
 
-# one xdist worker runs the module: the uninterrupted runs of the module fixture are trained once
-pytestmark = [requires_fmnist, pytest.mark.slow, pytest.mark.xdist_group("faults")]
+pytestmark = [requires_fmnist, pytest.mark.slow]
 
 # 3 epochs x 8 steps; CompMod's mixup_h fusion draws alpha from its own generator, MoCo v2 has a queue:
 # a resumed run must restore both, the EMA key encoder, the optimisers and the data position.
@@ -103,14 +103,17 @@ def _assert_same_run(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, dict]:
-    out = {}
-    for setup in SETUPS:
-        run_dir = tmp_path_factory.mktemp("full") / setup
-        done = run_cli(*_args(run_dir, setup))
-        assert done.returncode == 0, done.stderr
-        out[setup] = _final(run_dir)
-    return out
+def uninterrupted(tmp_path_factory) -> Callable[[str], dict]:
+    """setup -> the final checkpoint of its uninterrupted run (trained once per session, on first use)."""
+
+    def final(setup: str) -> dict:
+        def train(run_dir: Path) -> None:
+            done = run_cli(*_args(run_dir, setup))
+            assert done.returncode == 0, done.stderr
+
+        return _final(built_once(tmp_path_factory, f"faults-{setup}", train))
+
+    return final
 
 
 @pytest.mark.parametrize("setup", list(SETUPS))
@@ -126,7 +129,7 @@ def test_sigkill_at_several_points_then_resume_gives_identical_weights(tmp_path,
         proc = _start([*args, "--resume"])
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
-    _assert_same_run(_final(run_dir), uninterrupted[setup])
+    _assert_same_run(_final(run_dir), uninterrupted(setup))
     # every step is logged exactly once, although steps after each last checkpoint ran twice
     assert _logged_steps(run_dir) == list(range(1, TOTAL_STEPS + 1))
     assert (run_dir / "weights" / "backbone.safetensors").is_file()
@@ -146,7 +149,7 @@ def test_sigterm_and_sigint_checkpoint_then_exit_cleanly(tmp_path, sig, uninterr
     assert 5 <= stopped < TOTAL_STEPS and stopped == max(_logged_steps(run_dir))
     done = run_cli(*args, "--resume")
     assert done.returncode == 0, done.stderr
-    _assert_same_run(_final(run_dir), uninterrupted["simclr+compmod"])
+    _assert_same_run(_final(run_dir), uninterrupted("simclr+compmod"))
 
 
 def test_checkpoint_every_n_steps_mid_epoch(tmp_path, monkeypatch):

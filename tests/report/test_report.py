@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
-from tests.helpers import requires_fmnist
+from tests.helpers import built_once, requires_fmnist
 
 from compmod.config import load_config
 from compmod.engine.run import train_and_evaluate
@@ -47,23 +47,25 @@ SMALL = [
     "eval.monitor_images=200",
 ]
 
-pytestmark = pytest.mark.xdist_group("report")  # one worker trains the module fixture's runs
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("runs")
-    out = {}
-    for name, extra in (("plain", []), ("compmod", ["compmod.enabled=true"])):
-        cfg = load_config(None, [*SMALL, f"train.run_dir={root / name}", *extra])
-        train_and_evaluate(cfg)
-        out[name] = root / name
-    return out
+    def train(root: Path) -> None:
+        for name, extra in (("plain", []), ("compmod", ["compmod.enabled=true"])):
+            train_and_evaluate(load_config(None, [*SMALL, f"train.run_dir={root / name}", *extra]))
+
+    root = built_once(tmp_path_factory, "report-runs", train)
+    return {"plain": root / "plain", "compmod": root / "compmod"}
 
 
 @pytest.fixture(scope="module")
 def report(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_report([runs["plain"], runs["compmod"]], tmp_path_factory.mktemp("report"), tsne_points=200)
+    def write(out: Path) -> None:
+        paths = write_report([runs["plain"], runs["compmod"]], out / "report", tsne_points=200)
+        (out / "paths.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}))
+
+    out = built_once(tmp_path_factory, "report", write)
+    return {k: Path(v) for k, v in json.loads((out / "paths.json").read_text()).items()}
 
 
 @pytest.mark.slow
