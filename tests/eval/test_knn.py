@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from compmod.eval.knn import knn_accuracy, knn_predict, pixel_features
+from compmod.eval import knn_search
+from compmod.eval.knn import knn_accuracies, knn_accuracy, knn_predict, knn_predict_votes, pixel_features
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -189,3 +190,100 @@ def test_knn_accuracy_fashion_mnist_raw_pixels_5nn():
     )
     print(f"Fashion-MNIST raw-pixel 5-NN, 10k train / 2k test: {acc:.2f}%")
     assert 75.0 < acc < 92.0
+
+
+def mirrored_near_ties(n_test=60, seed=0):
+    """Each test point has its own plane; in it, 4 class-0 samples at angles a_i from the point and 4
+    class-1 samples at -(a_i + e): weighted votes tied exactly (e = 0, every 4th point) or within a factor
+    1 + ~1e-5..1e-2 of a tie, around the certification margin of the float32 approximations."""
+    g = torch.Generator().manual_seed(seed)
+    angles = torch.tensor([0.05, 0.2, 0.35, 0.5])
+    train, labels, test = torch.zeros(8 * n_test, 2 * n_test), [], torch.zeros(n_test, 2 * n_test)
+    for t in range(n_test):
+        e = 0.0 if t % 4 == 0 else float((torch.rand(1, generator=g) - 0.5) * 10 ** -(1 + 3 * t % 4))
+        for j, a in enumerate(torch.cat([angles, -(angles + e)])):
+            train[8 * t + j, 2 * t : 2 * t + 2] = torch.stack([a.cos(), a.sin()])
+        labels += [0] * 4 + [1] * 4
+        test[t, 2 * t] = 1.0
+    return train, torch.tensor(labels), test
+
+
+def exact_weighted_reference(train, labels, test, k, temperature):
+    """The rule without guards: float64 dots of the float32 unit vectors, ranked by float32 value then index,
+    votes exp((s - s_max) / T) summed in rank order, exact ties to the nearest-ranked class."""
+    x = torch.nn.functional.normalize(train.float(), dim=1).double()
+    q = torch.nn.functional.normalize(test.float(), dim=1).double()
+    sims = q @ x.T
+    preds = []
+    for row in sims:
+        order = sorted(range(len(row)), key=lambda j: (-float(row[j].float()), j))[:k]
+        votes: dict[int, float] = {}
+        for j in order:
+            c = int(labels[j])
+            votes[c] = votes.get(c, 0.0) + math.exp((row[j].item() - row[order[0]].item()) / temperature)
+        best = max(votes.values())
+        preds.append(next(int(labels[j]) for j in order if votes[int(labels[j])] == best))
+    return torch.tensor(preds)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_weighted_near_ties_match_exact_rule(precision):
+    train, labels, test = mirrored_near_ties()
+    got = knn_predict(train, labels, test, 8, 2, weighted=True, temperature=0.07, precision=precision)
+    want = exact_weighted_reference(train, labels, test, 8, 0.07)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert (want == 0).any() and (want == 1).any()
+
+
+def test_vote_certification_holds_for_any_error_within_the_bound(monkeypatch):
+    # The certified vote may only trust approximations that no error within +-delta could flip: push every
+    # approximate similarity to the edge of its bound, in random directions, and expect the exact result.
+    train, labels, test = mirrored_near_ties(seed=1)
+    search_chunk = knn_search.Search._search
+    g = torch.Generator().manual_seed(0)
+
+    def worst_case(self, q):
+        out = []
+        for m in search_chunk(self, q):
+            sign = torch.randint(0, 2, m.approx.shape, generator=g).double() * 2 - 1
+            out.append(m._replace(approx=m.approx + sign * m.delta[:, None]))
+        return tuple(out)
+
+    monkeypatch.setattr(knn_search.Search, "_search", worst_case)
+    for weighted in (True, False):
+        got = knn_predict(train, labels, test, 8, 2, weighted=weighted, temperature=0.07, precision="fp32")
+        if weighted:
+            torch.testing.assert_close(
+                got, exact_weighted_reference(train, labels, test, 8, 0.07), rtol=0, atol=0
+            )
+        else:  # 4-4 ties everywhere: the class of the nearest-ranked neighbour
+            torch.testing.assert_close(got, reference_knn_ties(train, labels, test, 8), rtol=0, atol=0)
+
+
+def reference_knn_ties(train, labels, test, k):
+    x = torch.nn.functional.normalize(train.float(), dim=1).double()
+    q = torch.nn.functional.normalize(test.float(), dim=1).double()
+    order = (q @ x.T).float().sort(dim=1, descending=True, stable=True).indices[:, :k]
+    counts = torch.zeros(len(test), int(labels.max()) + 1).scatter_add_(
+        1, labels[order], torch.ones(order.shape)
+    )
+    tied = counts == counts.max(dim=1, keepdim=True).values
+    return torch.stack([labels[o][tied[i][labels[o]]][0] for i, o in enumerate(order)])
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_one_search_for_both_evaluation_votes_equals_separate_calls(random_data, precision):
+    train, labels, test = random_data
+    votes = [(5, False), (100, True), (20, True)]
+    got = knn_predict_votes(
+        train, labels, test, votes, 4, temperature=0.5, chunk_size=50, precision=precision
+    )
+    for (k, weighted), preds in zip(votes, got, strict=True):
+        torch.testing.assert_close(
+            preds, knn_predict(train, labels, test, k, 4, weighted, 0.5), rtol=0, atol=0
+        )
+        torch.testing.assert_close(
+            preds, reference_knn(train, labels, test, k, 4, weighted, 0.5), rtol=0, atol=0
+        )
+    accs = knn_accuracies(train, labels, test, labels[:120], votes, temperature=0.5)
+    assert accs == [knn_accuracy(train, labels, test, labels[:120], k, w, 0.5) for k, w in votes]

@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from compmod.eval.knn import knn_predict
-from compmod.eval.knn_search import SHORTLIST_BF16, _Index, default_precision, nearest_neighbours
+from compmod.eval.knn_bounds import Index
+from compmod.eval.knn_search import (
+    PROBE_ROWS,
+    SHORTLIST_BF16,
+    Search,
+    default_precision,
+    nearest_neighbours,
+)
 
 PRECISIONS = ["fp32", "bf16"]
 
@@ -57,7 +64,7 @@ def test_bf16_bound_holds_on_large_sample():
                 F.normalize(feats.float(), dim=1),
                 F.normalize(q.relu() if feats is not x else q, dim=1),
             )
-            index = _Index(train, "bf16")
+            index = Index(train, with_bf16=True)
             qb = test.to(torch.bfloat16)
             approx = (qb @ index.train_bf16.T).float()
             exact = test.double() @ train.double().T
@@ -125,3 +132,80 @@ def test_precision_argument_and_default():
         nearest_neighbours(train, test, 3, precision="fp16")
     with pytest.raises(ValueError, match=r"k must be in \[1, 50\]"):
         nearest_neighbours(train, test, 51)
+
+
+def dense_ties(seed, n_groups=30, copies=20):
+    """Learned-feature-like density around the 200th neighbour, made adversarial: groups of vectors within
+    ~1e-6 (inside the float32 bound), exact copies across classes, non-negative values (post-ReLU)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n_groups, 32, generator=g).relu() + 0.1 * torch.rand(n_groups, 32, generator=g)
+    train = base.repeat_interleave(copies, dim=0) + 1e-6 * torch.rand(n_groups * copies, 32, generator=g)
+    train[::7] = train[5]  # exact copies of one vector spread over the index range
+    train = torch.cat([train, torch.randn(400, 32, generator=g).relu()])
+    labels = torch.randint(0, 6, (train.shape[0],), generator=g)
+    test = base[torch.arange(90) % n_groups] + 0.05 * torch.rand(90, 32, generator=g)
+    return train, labels, test
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("k", [5, 60, 200])
+def test_dense_ties_around_the_kth_match_reference(precision, k):
+    train, _, test = dense_ties(seed=k)
+    got = nearest_neighbours(train, test, k, precision, chunk_size=37)
+    torch.testing.assert_close(got.indices, reference_neighbours(train, test, k), rtol=0, atol=0)
+    x, q = F.normalize(train.float(), dim=1).double(), F.normalize(test.float(), dim=1).double()
+    torch.testing.assert_close(got.similarities, (q @ x.T).gather(1, got.indices), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_one_search_for_several_k_equals_separate_searches(precision):
+    train, labels, test = dense_ties(seed=7)
+    search = Search(train, [3, 200, 40], precision, chunk_size=50)
+    parts = [[search.ordered(m)[0] for m in members] for members in search.chunks(test)]
+    for j, k in enumerate([3, 200, 40]):
+        got = torch.cat([p[j] for p in parts])
+        torch.testing.assert_close(got, reference_neighbours(train, test, k), rtol=0, atol=0)
+
+
+def test_auto_probe_keeps_bf16_where_it_certifies_and_switches_where_it_does_not():
+    if default_precision(torch.device("cpu")) != "bf16":
+        pytest.skip("no native bf16 on this CPU: 'auto' is float32 throughout")
+    train, _, test = clustered(3000, 400, 48, spread=0.3, seed=8)
+    search = Search(train, [5], "auto", chunk_size=256)
+    assert sum(1 for _ in search.chunks(test)) == 3 and search.precision == "bf16"  # probe, rest of 1st, 2nd
+    # > 512 training vectors within the bf16 bound of every query: the probe's rows fall back to float32.
+    g = torch.Generator().manual_seed(9)
+    centre = torch.randn(32)
+    train = torch.cat([centre + 0.03 * torch.randn(2000, 32, generator=g), torch.randn(500, 32, generator=g)])
+    test = centre + 0.03 * torch.randn(300, 32, generator=g)
+    search = Search(train, [5], "auto", chunk_size=256)
+    found = torch.cat([search.ordered(m)[0] for (m,) in search.chunks(test)])
+    assert search.precision == "fp32" and search.fp32_rows == PROBE_ROWS
+    torch.testing.assert_close(found, reference_neighbours(train, test, 5), rtol=0, atol=0)
+    assert Search(train, [64], "auto").precision == "fp32"  # large k: float32 without a probe
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("k", [5, 200])
+def test_members_are_exact_for_any_float32_error_within_the_bound(monkeypatch, precision, k):
+    # Certification and the float64 window may only trust what no error within +-delta could change: push
+    # every float32 similarity (GEMM and re-ranked dot products) to the edge of its bound, at random.
+    g = torch.Generator().manual_seed(k)
+    gemm, dots = Index.gemm, Index.dots
+
+    def edge(values, delta):
+        sign = torch.randint(0, 2, values.shape, generator=g).float() * 2 - 1
+        return values + 0.999 * sign * delta[:, None]
+
+    def worst_gemm(self, q, bf16):
+        block = gemm(self, q, bf16)
+        return block if bf16 else edge(block, self.fp32_delta(q, gemm=True))
+
+    def worst_dots(self, q, cand, keep):
+        return edge(dots(self, q, cand, keep), self.fp32_delta(q, gemm=False))
+
+    monkeypatch.setattr(Index, "gemm", worst_gemm)
+    monkeypatch.setattr(Index, "dots", worst_dots)
+    train, _, test = dense_ties(seed=k + 1)
+    got = nearest_neighbours(train, test, k, precision, chunk_size=40)
+    torch.testing.assert_close(got.indices, reference_neighbours(train, test, k), rtol=0, atol=0)

@@ -23,18 +23,29 @@ training samples then vote), so that a kNN monitor configured for a full dataset
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from compmod.eval.features import pixel_features
-from compmod.eval.knn_search import Neighbours, _check_search, default_precision, nearest_neighbours
+from compmod.eval.knn_bounds import flat_true, one_thread
+from compmod.eval.knn_search import (
+    Members,
+    Neighbours,
+    Search,
+    check_search,
+    default_precision,
+    nearest_neighbours,
+)
 
 __all__ = [
     "Neighbours",
     "default_precision",
+    "knn_accuracies",
     "knn_accuracy",
     "knn_predict",
+    "knn_predict_votes",
     "nearest_neighbours",
     "pixel_features",
 ]
@@ -53,6 +64,12 @@ def knn_predict(
 ) -> Tensor:
     """Predict labels of `test_feats` from their k nearest `train_feats` by cosine similarity.
 
+    The k nearest are found exactly as a set (`Search`); the vote is then taken on approximate
+    similarities with a proven error bound delta and kept where it is certain: unweighted, where one class
+    has the most votes; weighted, where the best class's vote beats every other's by more than the factor
+    exp(2 delta / T) the bound allows. Only the other queries (vote ties, close weighted votes) get the
+    float64 similarities of their k neighbours, their order by the rule, and the exact vote.
+
     Args:
         train_feats: (N, d) features of the labelled set (any float dtype; computed in float32).
         train_labels: (N,) integer labels in [0, num_classes).
@@ -62,27 +79,81 @@ def knn_predict(
         weighted: vote with exp(sim / temperature) instead of one vote per neighbour.
         temperature: softmax temperature of the weighted vote (> 0); unused when unweighted.
         chunk_size: test rows per similarity block; memory is O(chunk_size * N), never O(M * N).
-        precision: GEMM of the neighbour shortlist, "auto", "fp32" or "bf16" (see `nearest_neighbours`);
-            the predictions do not depend on it.
+        precision: GEMM of the neighbour shortlist, "auto", "fp32" or "bf16" (see `Search`); the
+            predictions do not depend on it.
 
     Returns:
         (M,) int64 predicted labels on the features' device.
     """
-    k = _check_inputs(train_feats, train_labels, test_feats, k, num_classes, temperature, chunk_size)
-    found = nearest_neighbours(train_feats, test_feats, k, precision, chunk_size)
-    return _vote(
-        found,
-        train_labels.to(device=train_feats.device, dtype=torch.long),
-        num_classes,
-        weighted,
-        temperature,
-    )
+    votes = [(k, weighted)]
+    return knn_predict_votes(
+        train_feats, train_labels, test_feats, votes, num_classes, temperature, chunk_size, precision
+    )[0]
 
 
-def _vote(found: Neighbours, labels: Tensor, num_classes: int, weighted: bool, temperature: float) -> Tensor:
-    """Majority or exp(sim / T) vote over the neighbours; exact ties go to the nearest-ranked class."""
-    sims, k = found.similarities, found.indices.shape[1]
-    neighbour_labels = labels[found.indices]  # (M, k)
+def knn_predict_votes(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    votes: Sequence[tuple[int, bool]],
+    num_classes: int,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+    precision: str = "auto",
+) -> list[Tensor]:
+    """`knn_predict` for several (k, weighted) votes from one search (one GEMM per chunk of queries,
+    shortlisted for the largest k): e.g. the evaluation's [(5, False), (200, True)]. One (M,) tensor of
+    predictions per vote, each equal to `knn_predict` with that k and weighting."""
+    if not votes:
+        raise ValueError("votes must name at least one (k, weighted) pair")
+    ks = [
+        _check_inputs(train_feats, train_labels, test_feats, k, num_classes, temperature, chunk_size)
+        for k, _ in votes
+    ]
+    labels = train_labels.to(device=train_feats.device, dtype=torch.long)
+    search = Search(train_feats, ks, precision, chunk_size)
+    preds: list[list[Tensor]] = [[] for _ in votes]
+    for members in search.chunks(test_feats):
+        with one_thread(labels.device):
+            for out, m, (_, weighted) in zip(preds, members, votes, strict=True):
+                out.append(_certified_vote(search, m, labels, num_classes, weighted, temperature))
+    return [torch.cat(p) for p in preds]
+
+
+def _certified_vote(
+    search: Search, members: Members, labels: Tensor, num_classes: int, weighted: bool, temperature: float
+) -> Tensor:
+    """The vote of `_vote` from approximate similarities where it is certain, exact elsewhere."""
+    approx, delta = members.approx, members.delta
+    neighbour_labels = labels[members.indices]
+    scores = torch.zeros(approx.shape[0], num_classes, dtype=torch.float64, device=approx.device)
+    if weighted:  # relative to the row's largest approximate similarity: cannot overflow
+        scores.scatter_add_(
+            1, neighbour_labels, ((approx - approx.max(dim=1, keepdim=True).values) / temperature).exp()
+        )
+    else:
+        scores.scatter_add_(1, neighbour_labels, torch.ones_like(approx))
+    if num_classes == 1:
+        return scores.argmax(dim=1)
+    best, second = scores.topk(2, dim=1).values.unbind(1)
+    # Each weight is off by a factor within exp(+-delta / T), so each class total too; 1e-9 covers the
+    # float64 rounding of both the sums here and the exact vote's.
+    factor = (2 * delta / temperature).exp() * (1 + 1e-9) if weighted else torch.ones_like(delta)
+    uncertain = flat_true(~(best > second * factor))
+    preds = scores.argmax(dim=1)
+    if uncertain.numel():
+        part = Members(*(t[uncertain] for t in members))
+        preds[uncertain] = _vote(*search.ordered(part), labels, num_classes, weighted, temperature)
+    return preds
+
+
+def _vote(
+    indices: Tensor, sims: Tensor, labels: Tensor, num_classes: int, weighted: bool, temperature: float
+) -> Tensor:
+    """Majority or exp(sim / T) vote over the (B, k) neighbours, nearest first, with their float64
+    similarities; exact ties go to the nearest-ranked class."""
+    k = indices.shape[1]
+    neighbour_labels = labels[indices]  # (M, k)
     # Weighted: subtracting the row maximum leaves the vote ratios unchanged and cannot overflow.
     votes = ((sims - sims[:, :1]) / temperature).exp() if weighted else torch.ones_like(sims)
     scores = torch.zeros(sims.shape[0], num_classes, dtype=sims.dtype, device=sims.device)
@@ -109,6 +180,23 @@ def knn_accuracy(
 
     The number of classes is taken as 1 + the largest label in `train_labels` and `test_labels`.
     """
+    votes = [(k, weighted)]
+    return knn_accuracies(
+        train_feats, train_labels, test_feats, test_labels, votes, temperature, chunk_size, precision
+    )[0]
+
+
+def knn_accuracies(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    test_labels: Tensor,
+    votes: Sequence[tuple[int, bool]],
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+    precision: str = "auto",
+) -> list[float]:
+    """`knn_accuracy` of each (k, weighted) vote, from one search (`knn_predict_votes`)."""
     if test_labels.ndim != 1 or test_labels.shape[0] != test_feats.shape[0]:
         raise ValueError(
             f"test_labels must have shape ({test_feats.shape[0]},) to match test_feats; "
@@ -117,10 +205,10 @@ def knn_accuracy(
     if train_labels.numel() == 0 or test_labels.numel() == 0:
         raise ValueError("knn_accuracy needs non-empty train and test sets")
     num_classes = int(max(train_labels.max().item(), test_labels.max().item())) + 1
-    preds = knn_predict(
-        train_feats, train_labels, test_feats, k, num_classes, weighted, temperature, chunk_size, precision
+    preds = knn_predict_votes(
+        train_feats, train_labels, test_feats, votes, num_classes, temperature, chunk_size, precision
     )
-    return (preds == test_labels.to(preds.device)).double().mean().item() * 100.0
+    return [(p == test_labels.to(p.device)).double().mean().item() * 100.0 for p in preds]
 
 
 def _check_inputs(
@@ -133,7 +221,7 @@ def _check_inputs(
     chunk_size: int,
 ) -> int:
     """Raise ValueError on malformed inputs; return k clamped to the number of training samples."""
-    _check_search(train_feats, test_feats, chunk_size)
+    check_search(train_feats, test_feats, chunk_size)
     n = train_feats.shape[0]
     if train_labels.ndim != 1 or train_labels.shape[0] != n:
         raise ValueError(f"train_labels must have shape ({n},); got {tuple(train_labels.shape)}")

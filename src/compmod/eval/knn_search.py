@@ -1,23 +1,29 @@
-"""Exact k-nearest-neighbour search by cosine similarity, fast: a certified shortlist from a bf16 (or
-float32) GEMM, re-ranked exactly. The similarity and tie rule it implements are those of `compmod.eval.knn`;
-`nearest_neighbours` explains how the shortlist is certified.
+"""Exact k-nearest-neighbour search by cosine similarity, fast: a certified shortlist from a bf16 or
+float32 GEMM, whose members are decided exactly with float64 dot products only where the GEMM's error
+bound leaves them undecided. The similarity and tie rule it implements are those of `compmod.eval.knn`;
+`Search` explains how the shortlist is certified and the members decided.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from compmod.eval.features import check_feature_pair
+from compmod.eval.knn_bounds import Index, flat_true, one_thread, shortlist
+from compmod.eval.knn_members import decide, exact_rows, member_dots, order
 
 PRECISIONS = ("auto", "fp32", "bf16")
 SHORTLIST_BF16 = (64, 512)  # shortlist lengths (at least k + 1) tried in turn on the bf16 similarities
-SHORTLIST_FP32 = 8  # the float32 shortlist has k + 8 samples
-MARGIN = 2.0**-22 + 1e-12  # float32 rounding of similarities <= ~1 (ulp 2^-23) plus the float64 error
+SHORTLIST_FP32 = (8, 64)  # the float32 shortlists have k + 8, then k + 64 samples
+PROBE_ROWS = 128  # "auto": queries of the first chunk searched in bf16 to measure how often it certifies
+PROBE_CERTIFIED = 0.8  # ... and the share of them it must certify for "auto" to stay with bf16
+
+__all__ = ["Members", "Neighbours", "Search", "check_search", "default_precision", "nearest_neighbours"]
 
 
 class Neighbours(NamedTuple):
@@ -25,17 +31,28 @@ class Neighbours(NamedTuple):
 
     indices: Tensor
     similarities: Tensor
-    precision: str  # the shortlist precision used: "bf16" or "fp32"
+    precision: str  # the shortlist precision used (after the "auto" probe): "bf16" or "fp32"
     fp32_rows: int  # bf16 shortlist not certified: the query's row was recomputed in float32
     exact_rows: int  # float32 shortlist not certified either: the whole row was computed in float64
+
+
+class Members(NamedTuple):
+    """The k nearest samples of a chunk of queries as a set (in no particular order), with approximate
+    similarities: |approx - s| <= delta for each member's exact similarity s."""
+
+    queries: Tensor  # (B, d) float32 unit queries
+    indices: Tensor  # (B, k) int64
+    approx: Tensor  # (B, k) float64
+    delta: Tensor  # (B,) float64
 
 
 def default_precision(device: torch.device) -> str:
     """ "bf16" on CPUs with native bf16 dot products (AVX512-BF16 or AMX) and oneDNN, else "fp32".
 
-    Measured on a 2-core AMD EPYC with AVX512-BF16 (benchmarks/results/knn.md): the bf16 GEMM runs ~3.5x
+    Measured on a 2-core AMD EPYC with AVX512-BF16 (benchmarks/results/knn.md): the bf16 GEMM runs 2-3x
     faster than float32 (MKL). Without native bf16 oneDNN emulates it, and on CUDA float32 is the default
-    (cuBLAS may reduce bf16 products in reduced precision, which would void the bound).
+    (cuBLAS may reduce bf16 products in reduced precision, which would void the bound). "auto" uses it only
+    for small k and checks on the first queries that it certifies (`Search`).
     """
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return "fp32"
@@ -47,216 +64,164 @@ def default_precision(device: torch.device) -> str:
 def nearest_neighbours(
     train_feats: Tensor, test_feats: Tensor, k: int, precision: str = "auto", chunk_size: int = 1024
 ) -> Neighbours:
-    """The exact k nearest `train_feats` of each of `test_feats` under the rule of the module docstring.
-
-    Per chunk of queries a GEMM gives approximate similarities a with a proven per-query bound
-    |a - s| <= delta (s: exact similarity); each query keeps its top-K' of a (K' = `SHORTLIST_*`).
-    Every sample with a < T = a_(k) - 2 delta - MARGIN has s < a_(k) - delta - MARGIN <= s_(k) - MARGIN
-    (k samples have s >= a - delta >= a_(k) - delta), so it cannot be among the k nearest nor tie with
-    them after rounding to float32. If the K'-th shortlisted a is below T the shortlist is certified and
-    its members above T are re-ranked: a float32 dot product each (bound delta_32, shrinking the set the
-    same way to ~k), then float64 for the survivors, ordered by the rule. A query whose shortlist is not
-    certified is retried: bf16 with K' = 64, then 512 -> its float32 GEMM row -> its whole row in float64.
-
-    Bounds, with u = 2^-24 and gamma = d u / (1 - d u) for float32 accumulation over d terms:
-
-    * float32 GEMM (and the re-rank): delta_32 = gamma |q| max|x| (inner products, Higham 2002, Sec. 3.1;
-      |q|, |x| ~ 1); on CUDA with TF32 allowed the GEMM gets 2 2^-10 more (its rows then mostly end in
-      float64: keep `torch.backends.cuda.matmul.allow_tf32` off for speed);
-    * bf16 GEMM of q~ = bf16(q), x~ = bf16(x) with float32 accumulation (oneDNN on AVX512-BF16 / AMX:
-      products of bf16 are exact in float32): q~.x~ - q.x = -q~.e_x - e_q.x with e = v - v~, so by
-      Cauchy-Schwarz |q~.x~ - q.x| <= |q~| max|e_x| + |e_q| max|x| (the actual rounding errors, ~0.45
-      2^-8 each, not the worst case 2^-8); plus gamma |q~| max|x~| for the accumulation; plus the bf16
-      rounding of the output, at most half an ulp: 2^-9 when the largest a of the row is < 1 (all |v| < 1),
-      else 2^-8 |v| <= 2^-7. Rows whose T <= -0.99 are not certified (negative a with |a| >= 1 could
-      round by more). A factor 1.01 covers the float32 evaluation of the norms.
+    """The exact k nearest `train_feats` of each of `test_feats` under the rule of `compmod.eval.knn`.
 
     Args:
         train_feats: (N, d) features (any float dtype; normalised in float32).
         test_feats: (M, d) features on the same device.
         k: neighbours per query, 1 <= k <= N.
-        precision: "auto" (`default_precision`), "fp32" or "bf16": the GEMM of the shortlist only; the
-            result is the same for every precision.
+        precision: "auto", "fp32" or "bf16": the GEMM of the shortlist only (see `Search`); the result is
+            the same for every precision.
         chunk_size: queries per similarity block; memory is O(chunk_size * N).
 
     Returns:
         `Neighbours` with (M, k) indices and float64 similarities, nearest first, on the features' device.
     """
-    _check_search(train_feats, test_feats, chunk_size)
-    if not 1 <= k <= train_feats.shape[0]:
-        raise ValueError(f"k must be in [1, {train_feats.shape[0]}]; got {k}")
-    device = train_feats.device
-    precision = _resolve_precision(precision, device)
-    index = _Index(F.normalize(train_feats.to(torch.float32), dim=1), precision)
-    test = F.normalize(test_feats.to(torch.float32), dim=1)
-    chunks = [_search_chunk(index, q, k) for q in test.split(chunk_size)]
+    check_search(train_feats, test_feats, chunk_size)
+    search = Search(train_feats, [k], precision, chunk_size)
+    parts = [search.ordered(members) for (members,) in search.chunks(test_feats)]
     return Neighbours(
-        torch.cat([c[0] for c in chunks]),
-        torch.cat([c[1] for c in chunks]),
-        precision,
-        sum(c[2] for c in chunks),
-        sum(c[3] for c in chunks),
+        torch.cat([p[0] for p in parts]),
+        torch.cat([p[1] for p in parts]),
+        search.precision,
+        search.fp32_rows,
+        search.exact_rows,
     )
 
 
-class _Index:
-    """Normalised float32 training vectors, their bf16 copy, the norms the bounds need, reused buffers."""
+class Search:
+    """The k nearest of `train_feats`, for each k of `ks`, for chunks of queries: `chunks(test)` yields
+    their `Members`.
 
-    def __init__(self, train: Tensor, precision: str) -> None:
-        self.train, self.precision = train, precision
-        n, d = train.shape
-        self.gamma = d * 2.0**-24 / (1 - d * 2.0**-24)
-        self.norm_max = train.norm(dim=1).max().item() * 1.01
-        # Reused similarity blocks and gather buffers: fresh large tensors cost page faults on CPU.
-        self.blocks: dict[torch.dtype, Tensor] = {}
-        self.buffers: dict[str, Tensor] = {}
-        if precision == "bf16":
-            self.train_bf16 = torch.empty(n, d, dtype=torch.bfloat16, device=train.device)
-            err_max = norm_max = 0.0
-            for x, xb in zip(train.split(4096), self.train_bf16.split(4096), strict=True):  # cache-sized
-                xb.copy_(x)
-                err_max = max(err_max, (x - xb.float()).norm(dim=1).max().item())
-                norm_max = max(norm_max, xb.float().norm(dim=1).max().item())
-            self.err_max, self.norm_bf16_max = 1.01 * err_max, 1.01 * norm_max
+    Per chunk of queries a GEMM gives approximate similarities a with a proven per-query bound
+    |a - s| <= delta (`knn_bounds`: float32, or bf16 with its input and output rounding); each query keeps
+    its top-K' of a. Every sample with a < T = a_(k) - 2 delta - MARGIN has s < a_(k) - delta - MARGIN
+    <= s_(k) - MARGIN, so it cannot be among the k nearest nor tie with them after rounding to float32. If
+    the K'-th shortlisted a is below T the shortlist is certified (for the largest k, hence for all).
+    bf16 shortlists are then recomputed in float32 (bound delta_32 ~ d 2^-24). `knn_members.decide` then
+    settles the members from the float32 values, with float64 dot products only around the k-th. A query
+    whose shortlist is not certified is retried: bf16 with K' = 64, then 512 -> its float32 GEMM row
+    (K' = k + 8, then k + 64) -> its whole row in float64.
 
-    def fp32_delta(self, q: Tensor, gemm: bool) -> Tensor:
-        """(B,) bound on the error of float32 dot products; a CUDA GEMM allowed to use TF32 rounds inputs
-        to 10-bit mantissas (relative error <= 2^-10 even when truncating): 2 2^-10 more."""
-        tf32 = gemm and q.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
-        return 1.01 * (self.gamma + (2.0**-9 if tf32 else 0.0)) * self.norm_max * q.norm(dim=1)
-
-    def bf16_delta(self, q: Tensor, qb: Tensor) -> Tensor:
-        """(B,) bound on |q~.x~ - q.x| + float32 accumulation, all x; the output rounding comes on top."""
-        q_err, qb_norm = (q - qb.float()).norm(dim=1), qb.float().norm(dim=1)
-        return 1.01 * (
-            qb_norm * self.err_max + q_err * self.norm_max + self.gamma * qb_norm * self.norm_bf16_max
-        )
-
-    def buffer(self, name: str, rows: int) -> Tensor:
-        """A reused (rows, d) float32 buffer."""
-        buf = self.buffers.get(name)
-        if buf is None or buf.shape[0] < rows:
-            buf = self.buffers[name] = self.train.new_empty(max(rows, 4096), self.train.shape[1])
-        return buf[:rows]
-
-    def block(self, rows: int, dtype: torch.dtype) -> Tensor:
-        n = self.train.shape[0]
-        buf = self.blocks.get(dtype)
-        if buf is None or buf.numel() < rows * n:
-            buf = self.blocks[dtype] = torch.empty(rows * n, dtype=dtype, device=self.train.device)
-        return buf[: rows * n].view(rows, n)
-
-
-def _search_chunk(index: _Index, q: Tensor, k: int) -> tuple[Tensor, Tensor, int, int]:
-    """(B, d) unit queries -> (B, k) indices, (B, k) float64 similarities, #float32 rows, #float64 rows."""
-    idx = torch.zeros(q.shape[0], k, dtype=torch.long, device=q.device)
-    sims = torch.zeros(q.shape[0], k, dtype=torch.float64, device=q.device)
-    todo = torch.arange(q.shape[0], device=q.device)
-    fp32_rows = 0
-    if index.precision == "bf16":
-        qb = q.to(torch.bfloat16)
-        approx = torch.mm(qb, index.train_bf16.T, out=index.block(q.shape[0], torch.bfloat16))
-        delta = index.bf16_delta(q, qb)
-        block = approx
-        for length in SHORTLIST_BF16:  # a longer shortlist for the rows the shorter one did not certify
-            todo = _refine(index, q, block, todo, delta[todo], max(k + 1, length), k, idx, sims, True)
-            if not todo.numel():
-                break
-            block = approx[todo]  # (index_select of bf16 rows is ~100x slower on CPU)
-        fp32_rows = todo.numel()
-    if not todo.numel():
-        return idx, sims, fp32_rows, 0
-    block = torch.mm(q[todo], index.train.T, out=index.block(todo.numel(), torch.float32))
-    delta = index.fp32_delta(q[todo], gemm=True)
-    todo = _refine(index, q, block, todo, delta, k + SHORTLIST_FP32, k, idx, sims, False)
-    if todo.numel():  # more than K' samples within ~1e-4 of the k-th (duplicates): rows in float64
-        n = index.train.shape[0]
-        exact = torch.cat([q[todo].double() @ x.double().T for x in index.train.split(8192)], dim=1)
-        idx[todo], sims[todo] = _order(torch.arange(n, device=q.device).expand(todo.numel(), n), exact, k)
-    return idx, sims, fp32_rows, todo.numel()
-
-
-def _refine(
-    index: _Index,
-    q: Tensor,
-    approx: Tensor,
-    rows: Tensor,
-    delta: Tensor,
-    length: int,
-    k: int,
-    idx: Tensor,
-    sims: Tensor,
-    bf16: bool,
-) -> Tensor:
-    """Shortlist the (R, N) `approx` of queries `q[rows]`, re-rank the certified rows into `idx`, `sims`.
-
-    Returns the rows whose shortlist was not certified.
+    precision "auto" is `default_precision`. Where that is "bf16" and k < 64, the first `PROBE_ROWS`
+    queries are searched in bf16, and the rest too if at least `PROBE_CERTIFIED` of them certified
+    without a float32 row; otherwise "auto" is float32 (learned features are dense around the 200th
+    neighbour: measured, ~1/3 of the queries need more than 512 bf16 candidates for k = 200).
+    The GEMM and topk of each block run on all threads, the small operations after them on one
+    (`one_thread`).
     """
-    cand, a, ok = _shortlist(approx, k, length, delta, bf16)
-    done = _flat_true(ok)
-    if done.numel():
-        cand, a, qs = cand.index_select(0, done), a.index_select(0, done), q[rows[done]]
+
+    def __init__(
+        self, train_feats: Tensor, ks: Sequence[int], precision: str = "auto", chunk_size: int = 1024
+    ) -> None:
+        n = train_feats.shape[0]
+        if not ks or any(not 1 <= k <= n for k in ks):
+            raise ValueError(f"k must be in [1, {n}]; got {list(ks)}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        self.ks, self.k, self.chunk_size = tuple(ks), max(ks), chunk_size
+        self.precision = _resolve_precision(precision, train_feats.device)
+        self.probing = precision == "auto" and self.precision == "bf16"
+        if self.probing and self.k + 1 > SHORTLIST_BF16[0]:  # bf16 shortlists of large k rarely certify
+            self.precision, self.probing = "fp32", False
+        with one_thread(train_feats.device):
+            train = F.normalize(train_feats.to(torch.float32), dim=1)
+        self.index = Index(train, with_bf16=self.precision == "bf16")
+        self.fp32_rows = self.exact_rows = 0
+
+    def chunks(self, test_feats: Tensor) -> Iterator[tuple[Members, ...]]:
+        """`Members` for each k of `ks`, chunk after chunk of `chunk_size` queries (a probe splits the
+        first chunk in two)."""
+        check_feature_pair(self.index.train, test_feats, "kNN")
+        with one_thread(test_feats.device):
+            test = F.normalize(test_feats.to(torch.float32), dim=1)
+        for q in test.split(self.chunk_size):
+            if self.probing:
+                self.probing, head, q = False, q[:PROBE_ROWS], q[PROBE_ROWS:]
+                before = self.fp32_rows
+                yield self._search(head)
+                if self.fp32_rows - before > (1 - PROBE_CERTIFIED) * head.shape[0]:
+                    self.precision = "fp32"
+                if not q.shape[0]:
+                    continue
+            yield self._search(q)
+
+    def ordered(self, members: Members) -> tuple[Tensor, Tensor]:
+        """The members nearest first by the rule, with their float64 similarities: (B, k), (B, k)."""
+        with one_thread(members.queries.device):
+            sims = member_dots(self.index.train, members.queries, members.indices)
+            return order(members.indices, sims, members.indices.shape[1])
+
+    def _search(self, q: Tensor) -> tuple[Members, ...]:
+        """(B, d) unit queries -> their `Members` for each k."""
+        k, index, b, dev = self.k, self.index, q.shape[0], q.device
+        delta = torch.zeros(b, dtype=torch.float64, device=dev)
+        out = [
+            Members(
+                q,
+                torch.zeros(b, j, dtype=torch.long, device=dev),
+                torch.zeros(b, j, device=dev).double(),
+                delta,
+            )
+            for j in self.ks
+        ]
+        rows = torch.arange(b, device=dev)
+        if self.precision == "bf16":
+            block, bound = index.gemm(q, bf16=True), index.bf16_delta(q, q.to(torch.bfloat16))
+            rows = self._levels(q, block, rows, bound, [max(k + 1, n) for n in SHORTLIST_BF16], out, True)
+            self.fp32_rows += rows.numel()
+        if rows.numel():
+            block, bound = index.gemm(q[rows], bf16=False), index.fp32_delta(q[rows], gemm=True)
+            rows = self._levels(q, block, rows, bound, [k + n for n in SHORTLIST_FP32], out, False)
+        if rows.numel():  # more than K' samples within ~1e-4 of the k-th (duplicates): rows in float64
+            self.exact_rows += rows.numel()
+            idx, sims = exact_rows(index.train, q[rows], k)
+            for m, j in zip(out, self.ks, strict=True):
+                m.indices[rows], m.approx[rows] = idx[:, :j], sims[:, :j]
+        return tuple(out)
+
+    def _levels(
+        self,
+        q: Tensor,
+        block: Tensor,
+        rows: Tensor,
+        bound: Tensor,
+        lengths: list[int],
+        out: list[Members],
+        bf16: bool,
+    ) -> Tensor:
+        """Shortlists of `lengths` in turn for the (R, N) `block` of queries `q[rows]` (error <= `bound`);
+        the members of the certified rows go into `out`. Returns the rows left uncertified."""
+        n = block.shape[1]
+        for length in lengths:
+            vals, cand = block.topk(min(length, n), dim=1)
+            with one_thread(q.device):
+                cand, a, ok = shortlist(vals, cand, self.k, n, bound, bf16)
+                done, left = flat_true(ok), flat_true(~ok)
+                if done.numel() < ok.numel():
+                    cand, a, done_bound = cand[done], a[done], bound[done]
+                else:
+                    done_bound = bound
+                if done.numel():
+                    self._decide(q, rows[done], cand, a, done_bound, out, bf16)
+            if not left.numel():
+                return left
+            # (index_select of bf16 rows is ~100x slower on CPU than indexing)
+            rows, block, bound = rows[left], block[left], bound[left]
+        return rows
+
+    def _decide(
+        self, q: Tensor, rows: Tensor, cand: Tensor, a: Tensor, bound: Tensor, out: list[Members], bf16: bool
+    ) -> None:
+        """Members of each k for certified shortlists (cand, a) of queries `q[rows]`, into `out`."""
+        qs = q[rows]
         if bf16:  # float32 dot products of the shortlisted samples above the threshold
-            a, delta = _dots(index, qs, cand, a > -torch.inf), index.fp32_delta(qs, gemm=False)
-        else:
-            delta = delta.index_select(0, done)
-        idx[rows[done]], sims[rows[done]] = _finish(index, qs, cand, a, delta, k)
-    return rows[_flat_true(~ok)]
-
-
-def _shortlist(approx: Tensor, k: int, length: int, delta: Tensor, bf16: bool) -> tuple[Tensor, ...]:
-    """Top-`length` of (R, N) `approx`: indices, float32 values (-inf below the threshold T), certified."""
-    length = min(length, approx.shape[1])
-    vals, cand = approx.topk(length, dim=1)
-    vals = vals.float()
-    if bf16:  # half an ulp of the bf16 output: 2^-9 below 1 in magnitude, else at most 2^-7
-        delta = delta + torch.where(vals[:, 0] < 1, 2.0**-9, 2.0**-7)
-    thresh = vals[:, k - 1] - 2 * delta - MARGIN
-    ok = vals[:, -1] < thresh
-    if bf16:
-        ok &= thresh > -0.99
-    if length == approx.shape[1]:
-        ok[:] = True
-    return cand, vals.masked_fill_(vals < thresh[:, None], -torch.inf), ok
-
-
-def _dots(index: _Index, q: Tensor, cand: Tensor, keep: Tensor) -> Tensor:
-    """(R, K) float32 dot products of queries with their candidates where `keep`, -inf elsewhere."""
-    flat = _flat_true(keep)
-    rows, queries = index.buffer("rows", flat.numel()), index.buffer("queries", flat.numel())
-    torch.index_select(index.train, 0, cand.flatten().index_select(0, flat), out=rows)
-    torch.index_select(q, 0, flat.div(cand.shape[1], rounding_mode="floor"), out=queries)
-    out = torch.full(cand.shape, -torch.inf, device=q.device)
-    return out.view(-1).index_copy_(0, flat, rows.mul_(queries).sum(1)).view(cand.shape)
-
-
-def _finish(
-    index: _Index, q: Tensor, cand: Tensor, a32: Tensor, delta: Tensor, k: int
-) -> tuple[Tensor, Tensor]:
-    """Float32 values with error <= delta -> keep those within 2 delta of the k-th -> float64 -> order."""
-    kth = a32.topk(k, dim=1).values[:, -1]
-    flat = _flat_true(a32 >= (kth - 2 * delta - MARGIN)[:, None])
-    pairs = index.train.index_select(0, cand.flatten().index_select(0, flat)).double()
-    queries = q.index_select(0, flat.div(cand.shape[1], rounding_mode="floor")).double()
-    exact = torch.full(a32.shape, -torch.inf, dtype=torch.float64, device=q.device)
-    exact.view(-1).index_copy_(0, flat, (pairs * queries).sum(1))
-    return _order(cand, exact, k)
-
-
-def _flat_true(mask: Tensor) -> Tensor:
-    """Flat indices of the True entries. On CPU via numpy: torch's nonzero took ~15 ms for 50k entries with
-    2 OpenMP threads on a loaded 2-core machine (0.2 ms with one thread, 0.02 ms in numpy)."""
-    if mask.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(mask.numpy()))
-    return mask.flatten().nonzero().squeeze(1)
-
-
-def _order(cand: Tensor, exact: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top k of (B, K) float64 `exact` by (float32-rounded similarity desc, training index asc)."""
-    by_index = cand.argsort(dim=1)
-    cand, exact = cand.gather(1, by_index), exact.gather(1, by_index)
-    top = exact.float().sort(dim=1, descending=True, stable=True).indices[:, :k]
-    return cand.gather(1, top), exact.gather(1, top)
+            a, bound = self.index.dots(qs, cand, a > -torch.inf), self.index.fp32_delta(qs, gemm=False)
+            a, by_value = a.sort(dim=1, descending=True)
+            cand = cand.gather(1, by_value)
+        out[0].delta[rows] = bound.double()
+        for m, j in zip(out, self.ks, strict=True):
+            m.indices[rows], m.approx[rows] = decide(self.index.train, qs, cand, a, bound, j)
 
 
 def _resolve_precision(precision: str, device: torch.device) -> str:
@@ -276,7 +241,8 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _check_search(train_feats: Tensor, test_feats: Tensor, chunk_size: int) -> None:
+def check_search(train_feats: Tensor, test_feats: Tensor, chunk_size: int) -> None:
+    """Raise ValueError unless the features are float (N, d) / (M, d) on one device and chunk_size >= 1."""
     check_feature_pair(train_feats, test_feats, "kNN")
     if train_feats.device != test_feats.device:
         raise ValueError(f"train and test features are on {train_feats.device} and {test_feats.device}")

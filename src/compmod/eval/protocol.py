@@ -13,7 +13,7 @@ from compmod.config.schema import Config
 from compmod.data.augment import eval_transform
 from compmod.eval.diagnostics import embedding_stats
 from compmod.eval.features import extract_features
-from compmod.eval.knn import knn_accuracy, pixel_features
+from compmod.eval.knn import knn_accuracies, knn_accuracy, pixel_features
 from compmod.eval.linear import linear_probe
 from compmod.eval.semi_supervised import evaluate_semi
 
@@ -66,17 +66,10 @@ def evaluate(
     if {"knn", "linear"} & set(which):
         f_train = extract_features(encode, train.images, transform, e.batch_size, device, cfg.train.progress)
         f_test = extract_features(encode, test.images, transform, e.batch_size, device, cfg.train.progress)
-        if "knn" in which:
-            out["knn_top1"] = knn_accuracy(f_train, train.labels, f_test, test.labels, k=e.knn_k)
-            out["knn_weighted_top1"] = knn_accuracy(
-                f_train,
-                train.labels,
-                f_test,
-                test.labels,
-                k=e.knn_weighted_k,
-                weighted=True,
-                temperature=e.knn_temperature,
-            )
+        if "knn" in which:  # both votes from one search (one GEMM per chunk of test features)
+            votes = [(e.knn_k, False), (e.knn_weighted_k, True)]
+            accs = knn_accuracies(f_train, train.labels, f_test, test.labels, votes, e.knn_temperature)
+            out["knn_top1"], out["knn_weighted_top1"] = accs
         if "linear" in which:
             out.update(
                 linear_probe(
