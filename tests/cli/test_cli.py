@@ -163,7 +163,7 @@ def test_cli_killed_run_resumes_from_last_checkpoint(tmp_path):
         "train",
         *FAST,
         "--set",
-        "data.subset=1024",
+        "data.subset=512",
         "--set",
         "train.batch_size=64",
         "--set",
@@ -193,7 +193,7 @@ def test_cli_killed_run_resumes_from_last_checkpoint(tmp_path):
     records = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
     summaries = [r for r in records if "epoch_loss" in r]
     assert [r["epoch"] for r in summaries][-1] == 4
-    assert json.loads((run / "results.json").read_text())["steps"] == 4 * (1024 // 64)
+    assert json.loads((run / "results.json").read_text())["steps"] == 4 * (512 // 64)
     # the resumed process started after the last completed epoch: no epoch before it was redone
     resumed_epochs = [r["epoch"] for r in summaries[len([r for r in done_before if "epoch_loss" in r]) :]]
     assert resumed_epochs and resumed_epochs[0] > epochs_done - 1 and sorted(resumed_epochs) == resumed_epochs
