@@ -10,11 +10,15 @@ Two protocols:
 Similarity: both feature sets are L2-normalised in float32 (`F.normalize`); the similarity of a pair is
 the dot product of those float32 unit vectors evaluated in float64 (products exact, error < 1e-13). The
 k nearest neighbours are the k largest similarities rounded to float32; equal float32 similarities are
-ranked by the smaller training index. This rule, not the rounding of one GEMM, defines the result, so every
-`precision` returns the same neighbours (see `nearest_neighbours` for how they are found exactly).
+ranked by the smaller training index. The weighted vote uses these float64 similarities. This rule, not
+the rounding of one GEMM, defines the result, so every `precision` returns the same predictions (see
+`knn_search.Search` for how the neighbours are found exactly, `knn_predict` for how the vote is certified).
 
 Tie rule (both protocols): the class with the largest vote wins; when several classes have exactly the
 same vote, the one whose nearest member among the k neighbours ranks first wins.
+
+Several votes on the same features (the evaluation's 5-NN and weighted 200-NN) share one search:
+`knn_predict_votes`, `knn_accuracies`.
 
 If k exceeds the number of training samples it is clamped to that number with a `UserWarning` (all
 training samples then vote), so that a kNN monitor configured for a full dataset still runs on a tiny one.

@@ -18,7 +18,7 @@ Bounds, with u = 2^-24 and gamma = d u / (1 - d u) for float32 accumulation over
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
@@ -32,30 +32,35 @@ class Index:
     and reused similarity blocks and gather buffers (fresh large tensors cost page faults on CPU)."""
 
     def __init__(self, train: Tensor, with_bf16: bool) -> None:
-        self.train = train
+        self.train, self.threads = train, torch.get_num_threads()
         n, d = train.shape
         self.gamma = d * 2.0**-24 / (1 - d * 2.0**-24)
         self.blocks: dict[torch.dtype, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
-        with one_thread(train.device):
-            self.norm_max = torch.linalg.vector_norm(train, dim=1).max().item() * 1.01
-            if with_bf16:
-                self.train_bf16 = train.to(torch.bfloat16)
-                err_max = norm_max = 0.0
-                buf = train.new_empty(min(n, 8192), d)
-                for x, xb in zip(train.split(8192), self.train_bf16.split(8192), strict=True):  # cache-sized
-                    back = buf[: x.shape[0]].copy_(xb)
-                    norm_max = max(norm_max, torch.linalg.vector_norm(back, dim=1).max().item())
-                    err_max = max(err_max, torch.linalg.vector_norm(back.sub_(x), dim=1).max().item())
-                self.err_max, self.norm_bf16_max = 1.01 * err_max, 1.01 * norm_max
+        self.norm_max = torch.linalg.vector_norm(train, dim=1).max().item() * 1.01
+        if with_bf16:
+            self.train_bf16 = train.to(torch.bfloat16)
+            err_max = norm_max = 0.0
+            buf = train.new_empty(min(n, 8192), d)
+            for x, xb in zip(train.split(8192), self.train_bf16.split(8192), strict=True):  # cache-sized
+                back = buf[: x.shape[0]].copy_(xb)
+                norm_max = max(norm_max, torch.linalg.vector_norm(back, dim=1).max().item())
+                err_max = max(err_max, torch.linalg.vector_norm(back.sub_(x), dim=1).max().item())
+            self.err_max, self.norm_bf16_max = 1.01 * err_max, 1.01 * norm_max
 
     def gemm(self, q: Tensor, bf16: bool) -> Tensor:
         """(B, N) similarities of unit queries `q` with every training vector, in bf16 or float32, written
-        into a reused block (valid until the next call with the same dtype)."""
-        if bf16:
-            block = self._block(q.shape[0], torch.bfloat16)
-            return torch.mm(q.to(torch.bfloat16), self.train_bf16.T, out=block)
-        return torch.mm(q, self.train.T, out=self._block(q.shape[0], torch.float32))
+        into a reused block (valid until the next call with the same dtype); on all threads."""
+        with threads(self.threads, q.device):
+            if bf16:
+                block = self._block(q.shape[0], torch.bfloat16)
+                return torch.mm(q.to(torch.bfloat16), self.train_bf16.T, out=block)
+            return torch.mm(q, self.train.T, out=self._block(q.shape[0], torch.float32))
+
+    def topk(self, block: Tensor, length: int) -> tuple[Tensor, Tensor]:
+        """Values and indices of the `length` largest of each row of `block`, on all threads."""
+        with threads(self.threads, block.device):
+            return block.topk(min(length, block.shape[1]), dim=1)
 
     def fp32_delta(self, q: Tensor, gemm: bool) -> Tensor:
         """(B,) bound on the error of float32 dot products; a CUDA GEMM allowed to use TF32 rounds inputs
@@ -74,10 +79,11 @@ class Index:
         """(R, K) float32 dot products of queries with their candidates where `keep`, -inf elsewhere."""
         flat = flat_true(keep)
         rows, queries = self._buffer("rows", flat.numel()), self._buffer("queries", flat.numel())
-        torch.index_select(self.train, 0, cand.flatten().index_select(0, flat), out=rows)
-        torch.index_select(q, 0, flat.div(cand.shape[1], rounding_mode="floor"), out=queries)
         out = torch.full(cand.shape, -torch.inf, device=q.device)
-        return out.view(-1).index_copy_(0, flat, rows.mul_(queries).sum(1)).view(cand.shape)
+        with threads(self.threads, q.device):  # ~10^7 elements: worth the threads
+            torch.index_select(self.train, 0, cand.flatten().index_select(0, flat), out=rows)
+            torch.index_select(q, 0, flat.div(cand.shape[1], rounding_mode="floor"), out=queries)
+            return out.view(-1).index_copy_(0, flat, rows.mul_(queries).sum(1)).view(cand.shape)
 
     def _buffer(self, name: str, rows: int) -> Tensor:
         """A reused (rows, d) float32 buffer."""
@@ -113,21 +119,28 @@ def shortlist(
 
 
 @contextmanager
-def one_thread(device: torch.device) -> Iterator[None]:
-    """Run the block's small CPU ops (~10^5 elements each) in one thread, then restore the thread count.
-
-    On 2 cores shared with other processes each OpenMP fork/join of such an op cost ~5-10 ms (a team member
-    waiting for a core), ~10x its single-threaded time; the GEMM and topk stay multi-threaded.
-    """
+def threads(n: int, device: torch.device) -> Iterator[None]:
+    """Run the block with `n` torch threads on CPU, then restore the thread count (no-op elsewhere)."""
     if device.type != "cpu":
         yield
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
+
+
+def one_thread(device: torch.device) -> AbstractContextManager[None]:
+    """Run the search's small CPU ops (~10^5 elements each: certification, members, votes) in one thread;
+    `Index` runs its GEMMs, topks and gathers (10^7 elements and more) on the threads there were when it
+    was built.
+
+    On 2 cores shared with other processes each OpenMP fork/join of a small op cost ~5-10 ms (a team member
+    waiting for a core), ~10x its single-threaded time; on an idle machine it saves ~0.1 ms.
+    """
+    return threads(1, device)
 
 
 def flat_true(mask: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from compmod.eval.features import check_feature_pair
-from compmod.eval.knn_bounds import Index, flat_true, one_thread, shortlist
+from compmod.eval.knn_bounds import Index, flat_true, one_thread, shortlist, threads
 from compmod.eval.knn_members import decide, exact_rows, member_dots, order
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -124,8 +124,7 @@ class Search:
         self.probing = precision == "auto" and self.precision == "bf16"
         if self.probing and self.k + 1 > SHORTLIST_BF16[0]:  # bf16 shortlists of large k rarely certify
             self.precision, self.probing = "fp32", False
-        with one_thread(train_feats.device):
-            train = F.normalize(train_feats.to(torch.float32), dim=1)
+        train = F.normalize(train_feats.to(torch.float32), dim=1)
         self.index = Index(train, with_bf16=self.precision == "bf16")
         self.fp32_rows = self.exact_rows = 0
 
@@ -133,8 +132,7 @@ class Search:
         """`Members` for each k of `ks`, chunk after chunk of `chunk_size` queries (a probe splits the
         first chunk in two)."""
         check_feature_pair(self.index.train, test_feats, "kNN")
-        with one_thread(test_feats.device):
-            test = F.normalize(test_feats.to(torch.float32), dim=1)
+        test = F.normalize(test_feats.to(torch.float32), dim=1)
         for q in test.split(self.chunk_size):
             if self.probing:
                 self.probing, head, q = False, q[:PROBE_ROWS], q[PROBE_ROWS:]
@@ -148,37 +146,35 @@ class Search:
 
     def ordered(self, members: Members) -> tuple[Tensor, Tensor]:
         """The members nearest first by the rule, with their float64 similarities: (B, k), (B, k)."""
-        with one_thread(members.queries.device):
+        with threads(self.index.threads, members.queries.device):
             sims = member_dots(self.index.train, members.queries, members.indices)
-            return order(members.indices, sims, members.indices.shape[1])
+        return order(members.indices, sims, members.indices.shape[1])
 
     def _search(self, q: Tensor) -> tuple[Members, ...]:
-        """(B, d) unit queries -> their `Members` for each k."""
-        k, index, b, dev = self.k, self.index, q.shape[0], q.device
-        delta = torch.zeros(b, dtype=torch.float64, device=dev)
-        out = [
-            Members(
-                q,
-                torch.zeros(b, j, dtype=torch.long, device=dev),
-                torch.zeros(b, j, device=dev).double(),
-                delta,
-            )
-            for j in self.ks
-        ]
-        rows = torch.arange(b, device=dev)
-        if self.precision == "bf16":
-            block, bound = index.gemm(q, bf16=True), index.bf16_delta(q, q.to(torch.bfloat16))
-            rows = self._levels(q, block, rows, bound, [max(k + 1, n) for n in SHORTLIST_BF16], out, True)
-            self.fp32_rows += rows.numel()
-        if rows.numel():
-            block, bound = index.gemm(q[rows], bf16=False), index.fp32_delta(q[rows], gemm=True)
-            rows = self._levels(q, block, rows, bound, [k + n for n in SHORTLIST_FP32], out, False)
-        if rows.numel():  # more than K' samples within ~1e-4 of the k-th (duplicates): rows in float64
-            self.exact_rows += rows.numel()
-            idx, sims = exact_rows(index.train, q[rows], k)
-            for m, j in zip(out, self.ks, strict=True):
-                m.indices[rows], m.approx[rows] = idx[:, :j], sims[:, :j]
-        return tuple(out)
+        """(B, d) unit queries -> their `Members` for each k. One thread but for `Index` GEMMs and topks."""
+        with one_thread(q.device):
+            k, index, b, dev = self.k, self.index, q.shape[0], q.device
+            delta = torch.zeros(b, dtype=torch.float64, device=dev)
+            out = [
+                Members(q, _zeros(b, j, torch.long, dev), _zeros(b, j, torch.float64, dev), delta)
+                for j in self.ks
+            ]
+            rows = torch.arange(b, device=dev)
+            if self.precision == "bf16":
+                block, bound = index.gemm(q, bf16=True), index.bf16_delta(q, q.to(torch.bfloat16))
+                lengths = [max(k + 1, n) for n in SHORTLIST_BF16]
+                rows = self._levels(q, block, rows, bound, lengths, out, True)
+                self.fp32_rows += rows.numel()
+            if rows.numel():
+                block, bound = index.gemm(q[rows], bf16=False), index.fp32_delta(q[rows], gemm=True)
+                rows = self._levels(q, block, rows, bound, [k + n for n in SHORTLIST_FP32], out, False)
+            if rows.numel():  # more than K' samples within ~1e-4 of the k-th (duplicates): rows in float64
+                self.exact_rows += rows.numel()
+                with threads(index.threads, dev):
+                    idx, sims = exact_rows(index.train, q[rows], k)
+                for m, j in zip(out, self.ks, strict=True):
+                    m.indices[rows], m.approx[rows] = idx[:, :j], sims[:, :j]
+            return tuple(out)
 
     def _levels(
         self,
@@ -192,18 +188,13 @@ class Search:
     ) -> Tensor:
         """Shortlists of `lengths` in turn for the (R, N) `block` of queries `q[rows]` (error <= `bound`);
         the members of the certified rows go into `out`. Returns the rows left uncertified."""
-        n = block.shape[1]
         for length in lengths:
-            vals, cand = block.topk(min(length, n), dim=1)
-            with one_thread(q.device):
-                cand, a, ok = shortlist(vals, cand, self.k, n, bound, bf16)
-                done, left = flat_true(ok), flat_true(~ok)
+            cand, a, ok = shortlist(*self.index.topk(block, length), self.k, block.shape[1], bound, bf16)
+            done, left = flat_true(ok), flat_true(~ok)
+            if done.numel():
                 if done.numel() < ok.numel():
-                    cand, a, done_bound = cand[done], a[done], bound[done]
-                else:
-                    done_bound = bound
-                if done.numel():
-                    self._decide(q, rows[done], cand, a, done_bound, out, bf16)
+                    cand, a = cand[done], a[done]
+                self._decide(q, rows[done], cand, a, bound[done], out, bf16)
             if not left.numel():
                 return left
             # (index_select of bf16 rows is ~100x slower on CPU than indexing)
@@ -250,3 +241,7 @@ def check_search(train_feats: Tensor, test_feats: Tensor, chunk_size: int) -> No
         raise ValueError(f"features must be floating point; got {train_feats.dtype}, {test_feats.dtype}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+
+
+def _zeros(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.zeros(rows, cols, dtype=dtype, device=device)
