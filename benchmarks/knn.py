@@ -1,44 +1,32 @@
-"""5-NN top-1 accuracy of `compmod.eval.knn.knn_accuracy` vs scikit-learn brute force (issue 4).
+"""kNN evaluation vs a plain float32 GEMM + topk, on learned and random-projection features (issue 12).
 
-    python -m benchmarks.knn [--device cpu] [--repeats 3] [--quick] [--out DIR]
+    python -m benchmarks.knn [--device cpu] [--repeats 3] [--quick] [--out DIR] [--no-sklearn]
 
-What is compared, on the same float32 features of real Fashion-MNIST (60,000 train x 10,000 test;
-`--quick`: the first 6,000 x 1,000):
+What is compared, on 60,000 train x 10,000 test Fashion-MNIST features (`--quick`: the first 6,000 x 1,000)
+of two kinds (`benchmarks.knn_features`): a trained encoder's (the demo preset trained for one epoch,
+cached under runs/bench-knn/) and a seeded random projection of the pixels, both d = 512:
 
-* features: pixels scaled to [0, 1] and flattened (784), times a fixed Gaussian matrix (784, 512) with
-  entries N(0, 1/784) drawn from `torch.Generator().manual_seed(0)`, then ReLU: d = 512, non-negative,
-  and close enough to the pixels that the 5-NN top-1 is a real accuracy (~85 %), not chance;
-* compmod: `knn_accuracy(train, train_labels, test, test_labels, k=5)` with its default `precision`
-  ("auto": the certified bf16 shortlist + exact re-rank on CPUs with native bf16, else float32; the path
-  taken and its fallback counts are recorded) - cosine similarity, unweighted majority vote, vote ties to
-  the tied class of the nearest-ranked neighbour; torch runs with as many threads as the machine has cores;
-* compmod (fp32): the same with `precision="fp32"` (float32 GEMM shortlist), timed alongside; both
-  precisions return the same neighbours by construction, which is checked here;
-* scikit-learn: `KNeighborsClassifier(n_neighbors=5, algorithm="brute", metric="cosine", n_jobs=-1)`
-  `.fit().predict()` and the accuracy. Cosine distance 1 - cos(a, b) ranks exactly as compmod's cosine
-  similarity, so no normalisation is needed. Of sklearn's faithful choices this was the fastest here:
-  "cosine" runs `pairwise_distances_chunked` (float32 GEMM per chunk, chunks spread over all cores by
-  n_jobs=-1; n_jobs=None runs them one after another, ~1.5-2x slower), whereas "euclidean" or
-  "sqeuclidean" on L2-normalised features (||a - b||^2 = 2 - 2 cos(a, b), the same ranking) run the
-  `ArgKmin` reduction, which upcasts each chunk to float64 for its GEMM and ignores n_jobs; in 3
-  alternating runs over 2,000 queries it took ~3.9 s against ~2.4-3.8 s for cosine with n_jobs=-1.
-  A single-run probe of these variants (n_jobs None / -1; euclidean and sqeuclidean after
-  `sklearn.preprocessing.normalize`, whose time is included; cosine) on 2,000 queries is recorded in the
-  JSON. sklearn's uniform vote breaks class ties by the smallest class index.
+* the evaluation's two votes (`compmod.eval.protocol`): k = 5 majority and k = 200 weighted by
+  exp(sim / 0.07). compmod: `knn_predict` per vote, and `knn_predict_votes` for both from one search as
+  the evaluation runs them, all with the default precision ("auto");
+* plain (`benchmarks.knn_reference.plain_predict`): per chunk of 1024 queries `torch.mm` of the
+  normalised float32 features, `.topk(k)` and the float32 vote; for both votes one pass (one GEMM, one
+  topk of k = 200, the 5-NN read off its first 5 columns), its fastest fair form;
+* scikit-learn (random projection, k = 5, issue 4's reference): brute force, metric cosine, n_jobs -1.
 
-Times are medians over `--repeats` runs after one warm-up, the two sides alternating run by run so that
-load from other processes hits both alike; the ratio is sklearn seconds / compmod seconds. The time of
-each side includes everything from the float32 features to the accuracy (compmod normalises inside).
+Times are medians over `--repeats` rounds after one warm-up round; every round runs each side once, in
+turn, so that load from other processes hits all alike; ratio = compmod seconds / plain seconds (goal
+<= 1). Each time covers everything from the float32 features to the predictions; torch runs with as many
+threads as the machine has cores.
 
-"Same top-1": both accuracies, the number of test samples whose predictions differ, and the reason: on
-sklearn's neighbours, samples whose 5-NN vote is tied between classes (where the two tie rules may pick
-different classes), the agreement on the untied samples (expected: all), and whether each side's
-predictions equal its own tie rule applied to sklearn's neighbours.
+Predictions: compmod's are compared with the rule computed independently in float64
+(`knn_reference.exact_predict`; they must be equal), and so are plain's, with the reasons for each
+difference (`knn_reference.explain`). `nearest_neighbours` is also checked to return exactly the rule's
+neighbours, and it reports the path taken (precision, bf16 rows recomputed in float32, rows in float64).
 
-Peak memory: each side runs once in a fresh subprocess started with MALLOC_MMAP_THRESHOLD_=65536, so that
-every buffer above 64 KiB is mmap-ed and handed back to the kernel when freed (glibc would otherwise keep
-freed heap memory, and whichever side ran second would look cheaper); `harness.peak_memory` measures the
-call only (features are built before it). On CUDA the compmod figure is GPU memory, sklearn's is host RSS.
+Peak memory (trained features): both votes, compmod and plain, each once in a fresh subprocess started
+with MALLOC_MMAP_THRESHOLD_=65536 so freed buffers go back to the kernel; `harness.peak_memory` measures
+the call only.
 """
 
 from __future__ import annotations
@@ -53,201 +41,168 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import normalize
-from torch import Tensor
 
 from benchmarks.harness import RESULTS, environment, markdown_table, median_seconds, peak_memory, write_result
-from compmod.data.datasets.load import load_dataset
-from compmod.eval.knn import knn_accuracy, knn_predict, nearest_neighbours
+from benchmarks.knn_features import ENCODER_DIR, ENCODER_EPOCHS, random_projection, trained_features
+from benchmarks.knn_reference import exact_neighbours, exact_predict, explain, plain_predict
+from compmod.eval.knn import knn_predict, knn_predict_votes, nearest_neighbours
 
-K = 5
-DIM = 512
-SEED = 0
 FULL = (60_000, 10_000)
 QUICK = (6_000, 1_000)
-PROBE_QUERIES = 2_000  # queries in the single-run probe of sklearn variants
-SKLEARN = {"metric": "cosine", "n_jobs": -1}
+TEMPERATURE = 0.07
+VOTES = {"k=5": (5, False), "k=200 weighted": (200, True)}
+FEATURES = {"trained encoder": trained_features, "random projection": random_projection}
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
-Data = tuple[Tensor, Tensor, Tensor, Tensor]
+Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def projected_features(images: Tensor, projection: Tensor) -> Tensor:
-    """uint8 (N, C, H, W) -> float32 (N, d): relu((pixels / 255) @ projection)."""
-    return torch.relu(images.reshape(images.shape[0], -1).float().div_(255) @ projection)
+def sides(data: Data, device: torch.device, sklearn: bool) -> dict[str, Any]:
+    """name -> a call returning a list of predictions (one per vote)."""
+    train, labels, test, _ = (t.to(device) for t in data)
+    classes = int(labels.max()) + 1
+    out: dict[str, Any] = {}
+    for name, vote in VOTES.items():
+        out[f"compmod {name}"] = lambda v=vote: [
+            knn_predict(train, labels, test, v[0], classes, v[1], TEMPERATURE)
+        ]
+        out[f"plain {name}"] = lambda v=vote: plain_predict(train, labels, test, [v], classes, TEMPERATURE)
+    votes = list(VOTES.values())
+    out["compmod both"] = lambda: knn_predict_votes(train, labels, test, votes, classes, TEMPERATURE)
+    out["plain both"] = lambda: plain_predict(train, labels, test, votes, classes, TEMPERATURE, shared=True)
+    if sklearn:
+        clf = KNeighborsClassifier(n_neighbors=5, algorithm="brute", metric="cosine", n_jobs=-1)
+        x, y, q = (t.numpy() for t in data[:3])
+        out["scikit-learn k=5"] = lambda: [torch.from_numpy(clf.fit(x, y).predict(q))]
+    return out
 
 
-def load_features(n_train: int, n_test: int) -> Data:
-    """The first n_train / n_test Fashion-MNIST train / test images as d = 512 features, and labels."""
-    train = load_dataset("fashion_mnist", "train")
-    test = load_dataset("fashion_mnist", "test")
-    pixels = train.images[0].numel()
-    g = torch.Generator().manual_seed(SEED)
-    projection = torch.randn(pixels, DIM, generator=g) / pixels**0.5
-    return (
-        projected_features(train.images[:n_train], projection),
-        train.labels[:n_train].contiguous(),
-        projected_features(test.images[:n_test], projection),
-        test.labels[:n_test].contiguous(),
-    )
-
-
-def prepare(x: np.ndarray, metric: str) -> np.ndarray:
-    """Features as sklearn gets them: as they are for "cosine", L2-normalised for the euclidean metrics."""
-    return x if metric == "cosine" else normalize(x)
-
-
-def sklearn_predict(
-    train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, metric: str, n_jobs: int | None
-) -> np.ndarray:
-    """Brute-force 5-NN fit + predict, after `prepare`."""
-    clf = KNeighborsClassifier(n_neighbors=K, algorithm="brute", metric=metric, n_jobs=n_jobs)
-    return clf.fit(prepare(train, metric), train_labels).predict(prepare(test, metric))
-
-
-def compmod_side(data: Data, device: torch.device, precision: str = "auto"):
-    train, train_labels, test, test_labels = (t.to(device) for t in data)
-    return lambda: knn_accuracy(train, train_labels, test, test_labels, k=K, precision=precision)
-
-
-def sklearn_side(data: Data):
-    train, train_labels, test, test_labels = (t.numpy() for t in data)
-    return lambda: float((sklearn_predict(train, train_labels, test, **SKLEARN) == test_labels).mean() * 100)
-
-
-def time_alternating(fns: dict[str, Any], repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """One warm-up each, then `repeats` rounds running every side once per round."""
-    for fn in fns.values():
-        fn()
+def time_alternating(fns: dict[str, Any], repeats: int, device: torch.device) -> tuple[dict, dict]:
+    """One warm-up round (whose predictions are returned), then `repeats` timed rounds of every side."""
+    preds = {name: [p.cpu() for p in fn()] for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             times[name].append(median_seconds(fn, repeats=1, warmup=0, device=device))
-    return times
+    return times, preds
 
 
-def probe_sklearn(data: Data) -> list[dict[str, Any]]:
-    """Seconds of one run of each sklearn variant on the first PROBE_QUERIES queries."""
-    train, train_labels, test, _ = (t.numpy() for t in data)
-    test = test[:PROBE_QUERIES]
-    rows = []
-    for metric in ("euclidean", "sqeuclidean", "cosine"):
-        for n_jobs in (None, -1):
-            kw = {"metric": metric, "n_jobs": n_jobs}
-            seconds = median_seconds(lambda kw=kw: sklearn_predict(train, train_labels, test, **kw), 1, 0)
-            rows.append({**kw, "queries": len(test), "seconds": seconds})
-    return rows
-
-
-def tie_rules(neighbour_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For (M, k) neighbour labels, nearest first: (tied, smallest-class rule, nearest-ranked rule)."""
-    votes = np.stack([(neighbour_labels == c).sum(1) for c in range(num_classes)], axis=1)
-    is_max = votes == votes.max(1, keepdims=True)
-    smallest = is_max.argmax(1)
-    in_tie = np.take_along_axis(is_max, neighbour_labels, axis=1)  # neighbour's class is a winner
-    nearest = neighbour_labels[np.arange(len(neighbour_labels)), in_tie.argmax(1)]
-    return is_max.sum(1) > 1, smallest, nearest
-
-
-def compare_predictions(data: Data, device: torch.device) -> dict[str, Any]:
-    """Both sides' predictions and accuracies, their differences, and the vote ties that explain them."""
-    train, train_labels, test, test_labels = data
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    ours = (
-        knn_predict(train.to(device), train_labels.to(device), test.to(device), K, num_classes).cpu().numpy()
-    )
-    ours_fp32 = (
-        knn_predict(
-            train.to(device), train_labels.to(device), test.to(device), K, num_classes, precision="fp32"
+def check(data: Data, preds: dict[str, list[torch.Tensor]], device: torch.device) -> dict[str, Any]:
+    """Each side's predictions against the rule (float64, independent), with reasons for plain's; and
+    `nearest_neighbours` against the rule's neighbours, with its path."""
+    train, labels, test, test_labels = data
+    classes = int(labels.max()) + 1
+    neighbours = exact_neighbours(train, test, max(k for k, _ in VOTES.values()))
+    rule = exact_predict(neighbours, labels, list(VOTES.values()), classes, TEMPERATURE)
+    exact = dict(zip(VOTES, rule, strict=True))
+    out: dict[str, Any] = {}
+    for j, (name, vote) in enumerate(VOTES.items()):
+        found = nearest_neighbours(train.to(device), test.to(device), vote[0])
+        args = (neighbours, train, test, labels, vote, classes, TEMPERATURE)
+        out[name] = {
+            "exact_top1": float((exact[name] == test_labels).double().mean() * 100),
+            "compmod_differs_from_rule": int((preds[f"compmod {name}"][0] != exact[name]).sum()),
+            "compmod_both_differs_from_rule": int((preds["compmod both"][j] != exact[name]).sum()),
+            "plain_top1": float((preds[f"plain {name}"][0] == test_labels).double().mean() * 100),
+            "plain_vs_rule": explain(preds[f"plain {name}"][0], exact[name], *args),
+            "plain_both_differs_from_plain": int((preds["plain both"][j] != preds[f"plain {name}"][0]).sum()),
+            "neighbours_equal_rule": bool(torch.equal(found.indices.cpu(), neighbours[0][:, : vote[0]])),
+            "precision": found.precision,
+            "fp32_rows": found.fp32_rows,
+            "float64_rows": found.exact_rows,
+        }
+    if "scikit-learn k=5" in preds:
+        sk = preds["scikit-learn k=5"][0]
+        out["k=5"]["sklearn_top1"] = float((sk == test_labels).double().mean() * 100)
+        out["k=5"]["sklearn_vs_rule"] = explain(
+            sk, exact["k=5"], neighbours, train, test, labels, (5, False), classes, 1
         )
-        .cpu()
-        .numpy()
-    )
-    found = nearest_neighbours(train.to(device), test.to(device), K)
-    found_fp32 = nearest_neighbours(train.to(device), test.to(device), K, precision="fp32")
-    clf = KNeighborsClassifier(n_neighbors=K, algorithm="brute", **SKLEARN)
-    sk_test = prepare(test.numpy(), SKLEARN["metric"])
-    clf.fit(prepare(train.numpy(), SKLEARN["metric"]), train_labels.numpy())
-    theirs = clf.predict(sk_test)
-    neighbours = clf.kneighbors(sk_test, return_distance=False)  # nearest first
-    tied, smallest_rule, nearest_rule = tie_rules(train_labels.numpy()[neighbours], num_classes)
-    # Neighbour sets of the two sides: compmod's recomputed as in knn_predict (normalise, matmul, topk).
-    unit_train, unit_test = F.normalize(train, dim=1), F.normalize(test, dim=1)
-    top = np.concatenate([(q @ unit_train.T).topk(K, dim=1).indices.numpy() for q in unit_test.split(1024)])
-    same_sets = (np.sort(top, 1) == np.sort(neighbours, 1)).all(1)
-    differ = ours != theirs
-    truth = test_labels.numpy()
-    return {
-        "compmod_top1": float((ours == truth).mean() * 100),
-        "compmod_fp32_top1": float((ours_fp32 == truth).mean() * 100),
-        "sklearn_top1": float((theirs == truth).mean() * 100),
-        "predictions_differ": int(differ.sum()),
-        "vote_tied_samples": int(tied.sum()),
-        "differ_on_tied": int((differ & tied).sum()),
-        "differ_on_untied": int((differ & ~tied).sum()),
-        "agree_on_untied": f"{int((~differ & ~tied).sum())}/{int((~tied).sum())}",
-        "neighbour_sets_differ": int((~same_sets).sum()),
-        "sklearn_follows_smallest_class_rule": f"{int((theirs == smallest_rule).sum())}/{len(truth)}",
-        "compmod_follows_nearest_ranked_rule": f"{int((ours == nearest_rule).sum())}/{len(truth)}",
-        "compmod_precision": found.precision,
-        "compmod_fp32_fallback_rows": found.fp32_rows,
-        "compmod_float64_rows": found.exact_rows,
-        "default_vs_fp32_predictions_differ": int((ours != ours_fp32).sum()),
-        "default_vs_fp32_neighbours_identical": bool(torch.equal(found.indices, found_fp32.indices)),
-    }
+    return out
 
 
 def measure_memory(side: str, sizes: tuple[int, int], device: torch.device) -> dict[str, Any]:
-    """Peak memory of one call of `side` after one warm-up call (run in a fresh subprocess)."""
-    data = load_features(*sizes)
-    if side == "sklearn":
-        fn = sklearn_side(data)
-    else:
-        fn = compmod_side(data, device, "fp32" if side == "compmod-fp32" else "auto")
+    """Peak memory of one call of `side` on the trained features after one warm-up call."""
+    fn = sides(trained_features(*sizes), device, sklearn=False)[side]
     fn()
-    with peak_memory("cpu" if side == "sklearn" else device) as mem:
+    with peak_memory(device) as mem:
         fn()
     return mem
 
 
 def memory_in_subprocess(side: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.knn", "--memory-of", side, "--device", args.device]
-    env = {**os.environ, **MALLOC_ENV}
     root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, **MALLOC_ENV}
     out = subprocess.run(cmd + ["--quick"] * args.quick, env=env, cwd=root, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"memory run of {side} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def summary(results: dict[str, Any]) -> str:
-    n_train, n_test = results["train"], results["test"]
-    rows = [
-        [name, r["seconds"], n_test / r["seconds"], r["peak_bytes"] / 2**20, r["top1"]]
-        for name, r in results["sides"].items()
-    ]
-    acc = results["accuracy"]
-    return (
-        f"5-NN over {n_train:,} train x {n_test:,} test features (d = {DIM}), Fashion-MNIST pixels through a "
-        f"seeded random projection + ReLU; sklearn: brute force, metric {SKLEARN['metric']}, "
-        f"n_jobs {SKLEARN['n_jobs']}; median of {results['repeats']} alternating runs; "
-        "peak memory of one call in a fresh process.\n\n"
-        + markdown_table(["impl", "seconds", "queries/s", "peak MiB", "top-1 %"], rows)
-        + f"\n\ncompmod (default precision: {acc['compmod_precision']}) is "
-        f"**{results['speedup']:.2f}x** faster "
-        f"than scikit-learn brute force ({results['speedup_fp32']:.2f}x with precision='fp32'). "
-        f"Shortlist fallbacks: {acc['compmod_fp32_fallback_rows']} of {n_test:,} queries recomputed in "
-        "float32, "
-        f"{acc['compmod_float64_rows']} in float64; default and fp32 predictions differ on "
-        f"{acc['default_vs_fp32_predictions_differ']} samples (neighbours identical: "
-        f"{acc['default_vs_fp32_neighbours_identical']}). "
-        f"Predictions differ on {acc['predictions_differ']} of {n_test:,} test samples "
-        f"({acc['differ_on_tied']} of them with a tied 5-NN vote, where sklearn picks the smallest class and "
-        f"compmod the nearest-ranked neighbour's; {acc['vote_tied_samples']} samples are tied); "
-        f"agreement on untied samples {acc['agree_on_untied']}.\n"
+def rows_for(result: dict[str, Any]) -> list[list[Any]]:
+    sec, acc = result["seconds"], result["predictions"]
+    rows = []
+    for name in VOTES:
+        a, why = acc[name], acc[name]["plain_vs_rule"]
+        reasons = ", ".join(
+            f"{v} {k.replace('_', ' ')}" for k, v in why.items() if v and k not in ("differ",)
+        )
+        rows.append(
+            [
+                name,
+                sec[f"compmod {name}"],
+                sec[f"plain {name}"],
+                sec[f"compmod {name}"] / sec[f"plain {name}"],
+                f"{a['compmod_differs_from_rule']} ({a['precision']}, {a['fp32_rows']} fp32 / "
+                f"{a['float64_rows']} float64 rows; neighbours = rule: {a['neighbours_equal_rule']})",
+                f"{why['differ']}" + (f" ({reasons})" if reasons else ""),
+                f"{a['exact_top1']:.2f} / {a['plain_top1']:.2f}",
+            ]
+        )
+    both = max(acc[n]["compmod_both_differs_from_rule"] for n in VOTES)
+    rows.append(
+        ["both (evaluation)", sec["compmod both"], sec["plain both"], sec["compmod both"] / sec["plain both"]]
+        + [f"{both} (one search)", "as above", ""]
     )
+    return rows
+
+
+def summary(results: dict[str, Any]) -> str:
+    header = [
+        "vote",
+        "compmod s",
+        "plain mm+topk s",
+        "ratio",
+        "compmod ≠ rule (path)",
+        "plain ≠ rule (why)",
+        "top-1 % rule / plain",
+    ]
+    parts = [
+        f"kNN over {results['train']:,} train x {results['test']:,} test features (d = 512), "
+        f"T = {TEMPERATURE}; median of {results['repeats']} alternating rounds; "
+        "ratio = compmod / plain (goal <= 1); "
+        "'≠ rule': test samples whose prediction differs from the rule computed independently in float64.\n"
+    ]
+    for feats, r in results["features"].items():
+        parts.append(f"**{feats}** ({r['description']})\n\n" + markdown_table(header, rows_for(r)) + "\n")
+        if "scikit-learn k=5" in r["seconds"]:
+            sk, sec = r["predictions"]["k=5"], r["seconds"]
+            why = sk["sklearn_vs_rule"]
+            parts.append(
+                f"scikit-learn brute force, k = 5: {sec['scikit-learn k=5']:.2f} s "
+                f"({sec['scikit-learn k=5'] / sec['compmod k=5']:.1f}x compmod's time), top-1 "
+                f"{sk['sklearn_top1']:.2f} %, differs from the rule on {why['differ']} samples "
+                f"({why['vote_tie']} vote ties, which it gives to the smallest class).\n"
+            )
+    if "memory" in results:
+        mem = {k: v["peak_bytes"] / 2**20 for k, v in results["memory"].items()}
+        parts.append(
+            "Peak memory of both votes on the trained features (fresh process): "
+            + ", ".join(f"{k} {v:,.0f} MiB" for k, v in mem.items())
+            + ".\n"
+        )
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -255,10 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--quick", action="store_true", help=f"{QUICK[0]:,} x {QUICK[1]:,}, 1 repeat")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per side (default 3; --quick 1)")
-    p.add_argument(
-        "--memory-of", choices=("compmod", "compmod-fp32", "sklearn"), help=argparse.SUPPRESS
-    )  # subprocess mode
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3; --quick 1)")
+    p.add_argument("--no-sklearn", dest="sklearn", action="store_false", help="skip scikit-learn")
+    p.add_argument("--memory-of", choices=("compmod both", "plain both"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     device = torch.device(args.device)
@@ -266,50 +220,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_of:
         print(json.dumps(measure_memory(args.memory_of, sizes, device)))
         return
-    env = environment(
-        device,
-        sklearn_threads="all cores (n_jobs=-1 chunks; OpenBLAS GEMM)",
-        malloc_env_memory_runs=MALLOC_ENV,
-    )
+    env = environment(device, encoder=f"{ENCODER_DIR} ({ENCODER_EPOCHS} epoch)", malloc_env_memory=MALLOC_ENV)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    data = load_features(*sizes)
-    sides = {
-        "compmod": compmod_side(data, device),
-        "compmod (fp32)": compmod_side(data, device, "fp32"),
-        "scikit-learn": sklearn_side(data),
-    }
-    times = time_alternating(sides, repeats, device)
-    accuracy = compare_predictions(data, device)
-    memory = {
-        "compmod": memory_in_subprocess("compmod", args),
-        "compmod (fp32)": memory_in_subprocess("compmod-fp32", args),
-        "scikit-learn": memory_in_subprocess("sklearn", args),
-    }
-    seconds = {name: float(np.median(t)) for name, t in times.items()}
-    top1 = {
-        "compmod": accuracy["compmod_top1"],
-        "compmod (fp32)": accuracy["compmod_fp32_top1"],
-        "scikit-learn": accuracy["sklearn_top1"],
-    }
-    results = {
-        "train": sizes[0],
-        "test": sizes[1],
-        "dim": DIM,
-        "k": K,
-        "features": f"Fashion-MNIST pixels/255 @ N(0, 1/784) (784, {DIM}) seed {SEED}, ReLU; float32",
-        "compmod": "knn_accuracy(k=5): cosine, majority vote, ties to the nearest-ranked neighbour's class; "
-        f"default precision ({accuracy['compmod_precision']}) and precision='fp32'",
-        "sklearn": {"algorithm": "brute", **SKLEARN, "preprocessing": prepare.__doc__},
-        "repeats": repeats,
-        "sides": {
-            name: {"seconds": seconds[name], "runs": times[name], "top1": top1[name], **memory[name]}
-            for name in sides
-        },
-        "speedup": seconds["scikit-learn"] / seconds["compmod"],
-        "speedup_fp32": seconds["scikit-learn"] / seconds["compmod (fp32)"],
-        "accuracy": accuracy,
-        "sklearn_probe": probe_sklearn(data),
-    }
+    results: dict[str, Any] = {"train": sizes[0], "test": sizes[1], "repeats": repeats, "features": {}}
+    for feats, load in FEATURES.items():
+        data = load(*sizes)
+        fns = sides(data, device, args.sklearn and feats == "random projection")
+        times, preds = time_alternating(fns, repeats, device)
+        results["features"][feats] = {
+            "description": (load.__doc__ or "").strip().splitlines()[0],
+            "seconds": {name: float(np.median(t)) for name, t in times.items()},
+            "runs": times,
+            "predictions": check(data, preds, device),
+        }
+    results["memory"] = {side: memory_in_subprocess(side, args) for side in ("compmod both", "plain both")}
     write_result("knn", env, results, summary(results), args.out)
 
 
