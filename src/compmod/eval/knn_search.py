@@ -210,7 +210,7 @@ class Search:
             a, bound = self.index.dots(qs, cand, a > -torch.inf), self.index.fp32_delta(qs, gemm=False)
             a, by_value = a.sort(dim=1, descending=True)
             cand = cand.gather(1, by_value)
-        out[0].delta[rows] = bound.double()
+        out[0].delta[rows] = bound.double()  # one delta tensor, shared by the Members of every k
         for m, j in zip(out, self.ks, strict=True):
             m.indices[rows], m.approx[rows] = decide(self.index.train, qs, cand, a, bound, j)
 
