@@ -22,6 +22,11 @@ import torch
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
+def set_args(items: list[str]) -> list[str]:
+    """`--set` arguments of the CLI for `key=value` items."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `compmod ARGS` in this process, as `python -m compmod ARGS` would; returns what a subprocess
     would (exit code, stdout, stderr; an uncaught exception is its traceback on stderr and code 1).

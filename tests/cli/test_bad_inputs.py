@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers import FMNIST, requires_fmnist, set_args
 
 from compmod.cli import main
 from compmod.engine import run_lock
@@ -20,8 +21,6 @@ from compmod.engine.metrics import MetricsLogger
 from compmod.engine.run_dir import checkpoint_path
 from compmod.errors import FileSystemError
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-requires_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian dataset-fashion-mnist not installed")
 TINY = [
     "data.subset=64",
     "train.batch_size=32",
@@ -32,10 +31,6 @@ TINY = [
     "eval.enabled=false",
     "train.threads=1",
 ]
-
-
-def _sets(items: list[str]) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def _one_line_error(capsys, rc: int) -> str:
@@ -115,7 +110,7 @@ FUZZ = [
 def test_fuzzed_value_is_one_line_before_any_work(tmp_path, capsys, overrides, message):
     run = tmp_path / "run"
     items = [*TINY, f"train.run_dir={run}", *overrides]  # a run_dir in `overrides` comes last and wins
-    assert _one_line_error(capsys, main(["train", *_sets(items)])) == message
+    assert _one_line_error(capsys, main(["train", *set_args(items)])) == message
     assert not run.exists()  # nothing was started
 
 
@@ -123,7 +118,7 @@ def test_fuzzed_value_is_one_line_before_any_work(tmp_path, capsys, overrides, m
 def test_subset_larger_than_the_dataset_names_both_numbers(tmp_path, capsys):
     run = tmp_path / "run"
     line = _one_line_error(
-        capsys, main(["train", *_sets([*TINY, f"train.run_dir={run}", "data.subset=70000"])])
+        capsys, main(["train", *set_args([*TINY, f"train.run_dir={run}", "data.subset=70000"])])
     )
     assert line == (
         "config key data.subset: 70000 is not accepted; the pretrain split of fashion_mnist holds only 60000 "
@@ -155,7 +150,7 @@ def trained(tmp_path_factory) -> Path:
     if not FMNIST.is_dir():
         pytest.skip("Debian dataset-fashion-mnist not installed")
     run = tmp_path_factory.mktemp("trained") / "run"
-    assert main(["train", *_sets([*TINY, f"train.run_dir={run}"])]) == 0
+    assert main(["train", *set_args([*TINY, f"train.run_dir={run}"])]) == 0
     return run
 
 
@@ -263,7 +258,7 @@ def test_read_only_run_dir_is_one_line(tmp_path, capsys, monkeypatch):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
     monkeypatch.setattr(run_lock, "os", types.SimpleNamespace(**{**vars(os), "open": read_only}))
-    line = _one_line_error(capsys, main(["train", *_sets([*TINY, f"train.run_dir={run}"])]))
+    line = _one_line_error(capsys, main(["train", *set_args([*TINY, f"train.run_dir={run}"])]))
     assert line == f"cannot write {run / '.lock'}: Read-only file system"
 
 
@@ -273,7 +268,7 @@ def test_run_dir_without_write_permission_is_one_line(tmp_path, capsys):
     parent.mkdir()
     parent.chmod(0o555)
     try:
-        line = _one_line_error(capsys, main(["train", *_sets([*TINY, f"train.run_dir={parent / 'run'}"])]))
+        line = _one_line_error(capsys, main(["train", *set_args([*TINY, f"train.run_dir={parent / 'run'}"])]))
     finally:
         parent.chmod(0o755)
     assert line == f"cannot access {parent / 'run'}: Permission denied"

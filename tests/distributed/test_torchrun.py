@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers import requires_fmnist, run_cli
+from tests.helpers import requires_fmnist, run_cli, set_args
 
 from compmod.engine.checkpoint import load_checkpoint
 from compmod.engine.trainer import checkpoint_path
@@ -37,10 +37,6 @@ RUN = [
 ]
 
 
-def _sets(items: list[str]) -> list[str]:
-    return [a for item in items for a in ("--set", item)]
-
-
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     # --standalone: a free local rendezvous port, so that tests on other xdist workers can run torchrun too
@@ -55,9 +51,9 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 def test_two_processes_train_like_one_on_the_global_batch(tmp_path: Path):
-    one = run_cli("train", *_sets([*RUN, f"train.run_dir={tmp_path / 'one'}"]))
+    one = run_cli("train", *set_args([*RUN, f"train.run_dir={tmp_path / 'one'}"]))
     assert one.returncode == 0, one.stderr
-    two = _torchrun("train", *_sets([*RUN, f"train.run_dir={tmp_path / 'two'}"]))
+    two = _torchrun("train", *set_args([*RUN, f"train.run_dir={tmp_path / 'two'}"]))
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = (
         load_checkpoint(checkpoint_path(tmp_path / "one")),
@@ -79,6 +75,6 @@ def test_two_processes_train_like_one_on_the_global_batch(tmp_path: Path):
 
 
 def test_a_global_batch_that_does_not_split_is_a_clear_error(tmp_path: Path):
-    bad = _torchrun("train", *_sets([*RUN, "train.batch_size=15", f"train.run_dir={tmp_path}"]))
+    bad = _torchrun("train", *set_args([*RUN, "train.batch_size=15", f"train.run_dir={tmp_path}"]))
     assert bad.returncode != 0
     assert "train.batch_size: 15 does not split into 2 equal shares" in bad.stderr

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers import requires_fmnist
 
 from compmod.cli import main
 from compmod.engine.checkpoint import load_checkpoint, remove_stale_temporaries
 from compmod.engine.run_dir import checkpoint_path, run_status
 from compmod.engine.run_lock import RunDirLock
 from compmod.engine.trainer import Trainer
-
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-requires_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian dataset-fashion-mnist not installed")
 
 # the demo preset made tiny: 2 steps per epoch
 TINY = [
