@@ -47,6 +47,26 @@ def run_status(run_dir: str | Path) -> Status:
     return "unfinished" if checkpoint_path(run_dir).is_file() else "free"
 
 
+def check_start(run_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Raise CheckpointError unless a run may start in `run_dir`: `resume` needs its checkpoint; without
+    `resume` or `overwrite` it must hold no run (no checkpoint, no results.json), so no work is lost."""
+    run_dir, ckpt = Path(run_dir), checkpoint_path(run_dir)
+    if resume and not ckpt.is_file():
+        raise CheckpointError(f"--resume: no checkpoint at {str(ckpt)!r}; start without --resume")
+    if resume or overwrite:
+        return
+    if ckpt.is_file():
+        raise CheckpointError(
+            f"{str(run_dir)!r} already holds a checkpoint; pass --resume to continue it, "
+            "--overwrite to start over, or choose another train.run_dir"
+        )
+    if (run_dir / RESULTS_FILE).is_file():
+        raise CheckpointError(
+            f"{str(run_dir)!r} already holds a finished run ({RESULTS_FILE}); choose another "
+            "train.run_dir, set train.run_dir_mode=auto for a new directory per run, or pass --overwrite"
+        )
+
+
 def with_run_dir(cfg: Config, run_dir: str | Path) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_dir=str(run_dir)))
 
@@ -55,9 +75,8 @@ def resumed_config(cfg: Config, overrides: Sequence[str] = ()) -> Config:
     """What `compmod train --resume` runs: the config saved in `cfg.train.run_dir`'s checkpoint, then
     `overrides`; the run directory stays `cfg.train.run_dir` (the one the user named), whatever the
     checkpoint says, so a checkpoint copied from another run never writes into that run."""
+    check_start(cfg.train.run_dir, resume=True, overwrite=False)
     path = checkpoint_path(cfg.train.run_dir)
-    if not path.is_file():
-        raise CheckpointError(f"--resume: no checkpoint at {str(path)!r}; start without --resume")
     raw = saved_config(load_checkpoint(path), path)
     for item in overrides:
         apply_override(raw, item)

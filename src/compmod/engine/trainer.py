@@ -47,7 +47,7 @@ from compmod.engine.metrics import MetricsLogger, truncate_metrics
 from compmod.engine.monitor import OnlineMonitor
 from compmod.engine.optim import build_optimizer
 from compmod.engine.rng_state import rng_states, set_rng_states
-from compmod.engine.run_dir import RESULTS_FILE, checkpoint_path
+from compmod.engine.run_dir import check_start, checkpoint_path
 from compmod.engine.schedule import warmup_cosine
 from compmod.engine.signals import StopSignals
 from compmod.engine.step import TrainStep
@@ -77,20 +77,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.train.run_dir)
         self.ckpt_path = checkpoint_path(self.run_dir)
-        if resume and not self.ckpt_path.is_file():
-            raise CheckpointError(
-                f"--resume: no checkpoint at {str(self.ckpt_path)!r}; start without --resume"
-            )
-        if not resume and self.ckpt_path.is_file() and not overwrite:
-            raise CheckpointError(
-                f"{str(self.run_dir)!r} already holds a checkpoint; pass --resume to continue it, "
-                "--overwrite to start over, or choose another train.run_dir"
-            )
-        if not resume and (self.run_dir / RESULTS_FILE).is_file() and not overwrite:
-            raise CheckpointError(
-                f"{str(self.run_dir)!r} already holds a finished run ({RESULTS_FILE}); choose another "
-                "train.run_dir, set train.run_dir_mode=auto for a new directory per run, or pass --overwrite"
-            )
+        check_start(self.run_dir, resume, overwrite)
         set_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
         self.device = init_distributed(resolve_device(cfg.train.device))
