@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.utils._pytree import tree_map
 
 
 def _entry(rank: int, fn: Callable[..., Any], world: int, tmp: str, args: tuple) -> None:
@@ -17,6 +18,9 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, tmp: str, args: tuple)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
     try:
         out = fn(*args)
+        # clone: torch.save writes a view's whole storage (a hypergradient that views one flat buffer made
+        # each rank's file ~0.9 GB)
+        out = tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out)
         torch.save(out, Path(tmp) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
