@@ -6,9 +6,10 @@
 * `trained_features`: the backbone features (d = 512) of the demo preset (`configs/demo.yaml`: SimCLR +
   CompMod, small_cnn) trained for `ENCODER_EPOCHS` epoch(s) through the library's own API
   (`load_config` + `train_and_evaluate`, evaluation off) under `runs/bench-knn/encoder/`, then
-  `extract_features` as `compmod.eval.protocol.evaluate` does it (eval transform, the checkpoint's mean and
-  std). The checkpoint is trained on first use (a few minutes on 2 CPU cores) and reused afterwards; the
-  features are cached beside it (`features.pt`, keyed by the checkpoint's step). Nothing is downloaded.
+  `extract_features` as `compmod.eval.protocol.evaluate` does it (`inference_encoder`: BatchNorm folded,
+  eval.precision; eval transform, the checkpoint's mean and std). The checkpoint is trained on first use
+  (a few minutes on 2 CPU cores) and reused afterwards; the features are cached beside it (`features.pt`,
+  keyed by the checkpoint's step and `FEATURES_VERSION`). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from compmod.data.datasets.load import load_dataset
 DIM = 512
 SEED = 0
 ENCODER_EPOCHS = 1
+FEATURES_VERSION = 2  # 2: extracted as evaluation does since eval.precision (BatchNorm folded, bf16)
 ROOT = Path(__file__).resolve().parent.parent
 ENCODER_DIR = ROOT / "runs" / "bench-knn" / "encoder"
 ENCODER_OVERRIDES = [
@@ -75,8 +77,8 @@ def trained_features(n_train: int, n_test: int) -> Data:
 
     state = load_checkpoint(checkpoint)
     cached = torch.load(cache, weights_only=True) if cache.is_file() else None
-    if cached is None or cached["step"] != state["step"]:
-        cached = {"step": state["step"], **_extract(state)}
+    if cached is None or (cached["step"], cached.get("version")) != (state["step"], FEATURES_VERSION):
+        cached = {"step": state["step"], "version": FEATURES_VERSION, **_extract(state)}
         torch.save(cached, cache)
     return (
         cached["train"][:n_train],
@@ -92,18 +94,22 @@ def _extract(state: dict) -> dict[str, Tensor]:
     from compmod.data.augment import eval_transform
     from compmod.engine.builders import build_method
     from compmod.eval.features import extract_features
+    from compmod.eval.inference import inference_encoder, resolve_precision
 
     cfg = config_from_dict(state["config"])
     c, h, _ = state["data"]["shape"]
     method = build_method(cfg, c, h)
     method.load_state_dict(state["model"])
     mean, std = tuple(state["data"]["mean"]), tuple(state["data"]["std"])
+    cpu = torch.device("cpu")
+    precision = resolve_precision(cfg.eval.precision, cpu)
+    encode = inference_encoder(method.backbone, precision, cpu, cfg.train.channels_last)
     out = {}
     for split in ("train", "test"):
         data = load_dataset("fashion_mnist", split)
         size = data.images.shape[-1]
         out[split] = extract_features(
-            method.encode, data.images, lambda x, s=size: eval_transform(x, s, mean, std), cfg.eval.batch_size
+            encode, data.images, lambda x, s=size: eval_transform(x, s, mean, std), cfg.eval.batch_size
         )
         out[f"{split}_labels"] = data.labels.contiguous()
     return out

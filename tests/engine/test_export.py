@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import compmod
-from compmod.engine import checkpoint as ckpt_mod
+from compmod import files as files_mod
 from compmod.engine import export as export_mod
 from compmod.engine.export import export_weights, load_backbone_weights
 from compmod.errors import CheckpointError
@@ -168,14 +168,14 @@ def test_crash_during_export_keeps_previous_files(
     if where == "serialise":
         monkeypatch.setattr(export_mod, "safetensors_bytes", boom)
     elif where == "write":  # half the file written, then the writer fails
-        real = ckpt_mod.atomic_write
+        real = files_mod.atomic_write
 
         def half_then_fail(path: Path, write: object) -> Path:
             return real(path, lambda f: (f.write(b"partial"), boom()))
 
         monkeypatch.setattr(export_mod, "atomic_write", half_then_fail)
     else:
-        monkeypatch.setattr(ckpt_mod.os, "replace", boom)
+        monkeypatch.setattr(files_mod.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         export_weights(_method("simclr", "small_cnn", seed=1), tmp_path, META)
     monkeypatch.undo()

@@ -106,6 +106,9 @@ class EvalConfig:
     linear_batch_size: int = 512
     pixel_knn: bool = True
     batch_size: int = 512  # feature extraction
+    # feature extraction: BatchNorm folded, forward in fp32 or bf16 autocast; "auto": bf16 where the device
+    # computes it natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16), else fp32 (eval/inference.py)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     train_subset: int | None = None  # labelled train images used as kNN bank / probe data; None: all
     test_subset: int | None = None  # the first N test images only (quick evaluations); None: all
     # Online monitor (engine/monitor.py): kNN top-1 on a held-out fifth of the first monitor_images labelled

@@ -60,7 +60,7 @@ def _train_and_evaluate(cfg: Config, resume: bool, overwrite: bool) -> dict[str,
         t1 = time.perf_counter()
         results.update(
             evaluate(
-                trainer.method.encode,
+                trainer.method.backbone,
                 cfg,
                 trainer.device,
                 trainer.data.mean,

@@ -10,7 +10,7 @@ Speed options and their defaults (measured with `make bench`, see benchmarks/res
   fp32 is the default on every device: bf16 changes the numerics, and on CPUs without native bf16 it
   made a step 13-21x slower; with AVX512-BF16 (this project's CPU) it measured 2.3x faster
   (benchmarks/results/step.md), so it is worth trying there.
-- channels_last: NHWC weights and inputs. `None` picks `CHANNELS_LAST_DEFAULT[device type]`.
+- channels_last: NHWC weights and inputs. `None` picks `models.memory_format.CHANNELS_LAST_DEFAULT`.
 - compile: torch.compile of the real forward (the meta step calls the uncompiled module statelessly).
 Under torchrun the real forward goes through DistributedDataParallel; the meta step calls the bare module.
 """
@@ -26,17 +26,10 @@ import torch
 from compmod.engine.ddp import wrap
 from compmod.errors import ConfigError
 from compmod.methods.base import SSLMethod
+from compmod.models.memory_format import resolve_channels_last
 from compmod.regularizers.compmod import CompMod
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-# Measured (benchmarks/results/step.md): small CNN, 2 CPU threads, plain step 0.208 s with channels_last
-# vs 0.242 s without, jvp step 0.721 vs 0.771 s; on CUDA NHWC is the layout tensor-core convolutions want.
-CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": True}
-
-
-def resolve_channels_last(value: bool | None, device: torch.device) -> bool:
-    return CHANNELS_LAST_DEFAULT.get(device.type, False) if value is None else value
 
 
 class TrainStep:

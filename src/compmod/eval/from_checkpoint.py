@@ -45,5 +45,5 @@ def evaluate_checkpoint(
     ckpt = Path(checkpoint).resolve()
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     return evaluate(
-        method.encode, cfg, device, mean, std, which, method=method, index_dir=run_dir / "semi_indices"
+        method.backbone, cfg, device, mean, std, which, method=method, index_dir=run_dir / "semi_indices"
     )

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from compmod.eval.features import check_feature_pair
+from compmod.eval.inference import native_bf16
 from compmod.eval.knn_bounds import Index, flat_true, one_thread, shortlist, threads
 from compmod.eval.knn_members import decide, exact_rows, member_dots, order
 
@@ -54,11 +55,7 @@ def default_precision(device: torch.device) -> str:
     (cuBLAS may reduce bf16 products in reduced precision, which would void the bound). "auto" uses it only
     for small k and checks on the first queries that it certifies (`Search`).
     """
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return "fp32"
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's CPU-feature probes
-    native = any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-    return "bf16" if native else "fp32"
+    return "bf16" if device.type == "cpu" and native_bf16(device) else "fp32"
 
 
 def nearest_neighbours(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import torch
 from torch import Tensor
 
 from compmod.errors import DataError
+from compmod.files import atomic_write
 
 SUBSET_KEYS = ("fraction", "seed", "dataset", "num_images", "indices")
 
@@ -58,17 +57,8 @@ def save_subset(path: str | Path, indices: Tensor, meta: dict[str, Any]) -> None
     missing = [k for k in SUBSET_KEYS[:-1] if k not in meta]
     if missing:
         raise ValueError(f"save_subset: meta lacks {', '.join(missing)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({**meta, "indices": [int(i) for i in indices.tolist()]})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps({**meta, "indices": [int(i) for i in indices.tolist()]}) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def load_subset(path: str | Path, **expected: Any) -> tuple[Tensor, dict[str, Any]]:

@@ -10,8 +10,8 @@ a `torch.Generator` seeded with `seed`, as the only randomness).
 Why SGD and not Adam: measured on Fashion-MNIST (60k train / 10k test, 30 epochs, batch 512), SGD lr 0.1
 reached 84.3 % test on raw pixels and 85.4 % on 512 random ReLU features; Adam lr 1e-3 / 1e-2 reached
 84.5 / 84.2 % and 85.0 / 85.3 %. Equal within noise, so the cheaper optimizer with the classic
-linear-evaluation recipe is the default. Cost: 60k x 512 features, 30 epochs, about 2-3 s on 2 CPU threads
-(far more when other processes compete for the cores; then `torch.set_num_threads(1)` is faster).
+linear-evaluation recipe is the default. Cost: 60k x 512 features, 30 epochs, about 1.7 s on 2 CPU threads
+(`_sgd` writes the step out instead of going through autograd and `torch.optim`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from compmod.eval.features import check_feature_pair
 
@@ -62,39 +61,58 @@ def linear_probe(
     y_train = train_labels.to(device=device, dtype=torch.long)
     y_test = test_labels.to(device=device, dtype=torch.long)
 
-    linear = nn.Linear(x_train.shape[1], num_classes, device=device)
-    nn.init.zeros_(linear.weight)
-    nn.init.zeros_(linear.bias)
-    optimizer = torch.optim.SGD(
-        [
-            {"params": [linear.weight], "weight_decay": weight_decay},
-            {"params": [linear.bias], "weight_decay": 0.0},
-        ],
-        lr=lr,
-        momentum=0.9,
-    )
+    weight, bias = _sgd(x_train, y_train, num_classes, epochs, lr, batch_size, weight_decay, seed)
+    top = torch.addmm(bias, x_test, weight.T).topk(min(5, num_classes), dim=1).indices
+    hits = top == y_test[:, None]
+    top1 = hits[:, 0].double().mean().item() * 100.0
+    top5 = hits.any(dim=1).double().mean().item() * 100.0
+    return {"linear_top1": top1, "linear_top5": top5}
+
+
+@torch.no_grad()
+def _sgd(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    seed: int,
+) -> tuple[Tensor, Tensor]:
+    """The probe's training: mini-batch SGD on the mean cross-entropy, momentum 0.9, cosine lr. Returns the
+    weight (C, d) and bias (C,).
+
+    The step is `torch.optim.SGD`'s (grad += wd * w on the weight; buf = 0.9 buf + grad; w -= lr buf) with the
+    cross-entropy gradient written out, (softmax(logits) - onehot(y)) / B: without autograd, the optimiser
+    and `aten::index` each of the 3,540 steps of the default protocol cost ~1 ms on 2 CPU cores, now ~0.5 ms
+    (60k x 512 features, 30 epochs: 3.7 s -> 1.7 s, same accuracies).
+    """
+    n, d = x.shape
+    weight = x.new_zeros(num_classes, d)
+    bias = x.new_zeros(num_classes)
+    buf_w, buf_b = torch.zeros_like(weight), torch.zeros_like(bias)
     generator = torch.Generator().manual_seed(seed)
-    n = x_train.shape[0]
     total_steps = epochs * math.ceil(n / batch_size)
     step = 0
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=generator).to(device)
+        perm = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, n, batch_size):
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total_steps, lr)
             idx = perm[start : start + batch_size]
-            loss = F.cross_entropy(linear(x_train[idx]), y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+            grad = torch.softmax(torch.addmm(bias, xb, weight.T), dim=1)
+            grad[torch.arange(yb.shape[0], device=x.device), yb] -= 1.0
+            grad /= yb.shape[0]
+            grad_w = grad.T.mm(xb)
+            if weight_decay:
+                grad_w.add_(weight, alpha=weight_decay)
+            buf_w.mul_(0.9).add_(grad_w)
+            buf_b.mul_(0.9).add_(grad.sum(dim=0))
+            rate = cosine_lr(step, total_steps, lr)
+            weight.add_(buf_w, alpha=-rate)
+            bias.add_(buf_b, alpha=-rate)
             step += 1
-
-    with torch.no_grad():
-        top = linear(x_test).topk(min(5, num_classes), dim=1).indices
-        hits = top == y_test[:, None]
-        top1 = hits[:, 0].double().mean().item() * 100.0
-        top5 = hits.any(dim=1).double().mean().item() * 100.0
-    return {"linear_top1": top1, "linear_top5": top5}
+    return weight, bias
 
 
 def cosine_lr(step: int, total_steps: int, peak: float) -> float:

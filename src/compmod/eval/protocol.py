@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from compmod.config.schema import Config
 from compmod.data.augment import eval_transform
 from compmod.eval.diagnostics import embedding_stats
 from compmod.eval.features import extract_features
+from compmod.eval.inference import inference_encoder, resolve_precision
 from compmod.eval.knn import knn_accuracies, knn_accuracy, pixel_features
 from compmod.eval.linear import linear_probe
 from compmod.eval.semi_supervised import evaluate_semi
@@ -27,7 +29,7 @@ ON_REQUEST = ("semi", "diagnostics")
 
 
 def evaluate(
-    encode: Callable[[torch.Tensor], torch.Tensor],
+    encoder: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     cfg: Config,
     device: torch.device,
     mean: tuple[float, ...],
@@ -36,8 +38,10 @@ def evaluate(
     dtype: torch.dtype = torch.float32,
     method: SSLMethod | None = None,
     index_dir: str | Path | None = None,
-) -> dict[str, float]:
-    """Features of the labelled train split (kNN bank / probe training) and the full test split.
+) -> dict[str, float | str]:
+    """Features of the labelled train split (kNN bank / probe training) and the full test split, by
+    `encoder` (the backbone; an `nn.Module` is evaluated as `inference_encoder` prepares it: BatchNorm
+    folded, in the precision `eval.precision` resolves to, reported as eval_precision).
 
     Returns percentages: knn_top1 (k = eval.knn_k, majority vote, cosine), knn_weighted_top1
     (k = eval.knn_weighted_k, temperature-weighted), linear_top1/linear_top5, pixel_knn_top1, and for
@@ -58,14 +62,17 @@ def evaluate(
     num_classes = len(train.classes)
     size = train.images.shape[-1]
     e = cfg.eval
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
 
     def transform(x: torch.Tensor) -> torch.Tensor:
         return eval_transform(x, size, mean, std).to(dtype)
 
     if {"knn", "linear"} & set(which):
+        precision = resolve_precision(e.precision, device, dtype)
+        encode = inference_encoder(encoder, precision, device, cfg.train.channels_last)
         f_train = extract_features(encode, train.images, transform, e.batch_size, device, cfg.train.progress)
         f_test = extract_features(encode, test.images, transform, e.batch_size, device, cfg.train.progress)
+        out["eval_precision"] = precision
         if "knn" in which:  # both votes from one search (one GEMM per chunk of test features)
             votes = [(e.knn_k, False), (e.knn_weighted_k, True)]
             accs = knn_accuracies(f_train, train.labels, f_test, test.labels, votes, e.knn_temperature)

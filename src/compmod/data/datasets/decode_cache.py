@@ -35,6 +35,7 @@ import torch
 from compmod.data.datasets import jpeg
 from compmod.data.datasets.folder import SKIP_HINT, report_skipped
 from compmod.errors import DataError
+from compmod.files import atomic_write
 
 CACHE_VERSION = 1  # bump when the decoded pixels of the same files change
 _log = logging.getLogger("compmod.data")
@@ -88,17 +89,6 @@ def _remove_stale(path: Path) -> None:
                 _log.info("removed stale decode cache %s", old)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _decode_to_cache(path: Path, files: Sequence[Path], shape: tuple[int, ...], skip: bool) -> dict[str, str]:
     """Decode `files` into a new memory-mapped ``.npy`` at `path` (via a temporary file); return the
     unreadable files. An `OSError` means the cache cannot be written (nothing is left behind)."""
@@ -114,7 +104,8 @@ def _decode_to_cache(path: Path, files: Sequence[Path], shape: tuple[int, ...], 
         out.flush()
         del out
         bad_str = {str(p): reason for p, reason in bad.items()}
-        _atomic_text(path.with_suffix(".json"), json.dumps({"version": CACHE_VERSION, "bad": bad_str}))
+        text = json.dumps({"version": CACHE_VERSION, "bad": bad_str}).encode()
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(text))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
