@@ -23,3 +23,11 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Caches (decoded images, pixel kNN floors) go to this test process's temp folder, never to the
+    user's ~/.cache: a test measures what the code computes now, not what an older version left there.
+    Tests that check caching set their own folder."""
+    monkeypatch.setenv("COMPMOD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "compmod-cache"))

@@ -15,8 +15,9 @@ from compmod.data.augment import eval_transform
 from compmod.eval.diagnostics import embedding_stats
 from compmod.eval.features import extract_features
 from compmod.eval.inference import inference_encoder, resolve_precision
-from compmod.eval.knn import knn_accuracies, knn_accuracy, pixel_features
+from compmod.eval.knn import knn_accuracies
 from compmod.eval.linear import linear_probe
+from compmod.eval.pixel_floor import pixel_knn_floor
 from compmod.eval.semi_supervised import evaluate_semi
 
 if TYPE_CHECKING:
@@ -93,9 +94,7 @@ def evaluate(
                 )
             )
     if "pixel_knn" in which:
-        out["pixel_knn_top1"] = knn_accuracy(
-            pixel_features(train.images), train.labels, pixel_features(test.images), test.labels, k=e.knn_k
-        )
+        out["pixel_knn_top1"] = pixel_knn_floor(train.images, train.labels, test.images, test.labels, e.knn_k)
     if "diagnostics" in which:
         assert method is not None
         stats = embedding_stats(method, test.images, transform, e.batch_size, device)
