@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from compmod.eval.inference import fold_batchnorm, inference_encoder, native_bf16, resolve_precision
+from compmod.eval.inference import fold_batchnorm, inference_encoder, resolve_precision
+from compmod.hardware import native_bf16
 from compmod.models.backbones import build_backbone
 
 

@@ -10,7 +10,7 @@ Speed options and their defaults (measured with `make bench`, see benchmarks/res
   fp32 is the default on every device: bf16 changes the numerics, and on CPUs without native bf16 it
   made a step 13-21x slower; with AVX512-BF16 (this project's CPU) it measured 2.3x faster
   (benchmarks/results/step.md), so it is worth trying there.
-- channels_last: NHWC weights and inputs. `None` picks `models.memory_format.CHANNELS_LAST_DEFAULT`.
+- channels_last: NHWC weights and inputs. `None` picks `hardware.CHANNELS_LAST_DEFAULT`.
 - compile: torch.compile of the real forward (the meta step calls the uncompiled module statelessly).
 Under torchrun the real forward goes through DistributedDataParallel; the meta step calls the bare module.
 """
@@ -25,8 +25,8 @@ import torch
 
 from compmod.engine.ddp import wrap
 from compmod.errors import ConfigError
+from compmod.hardware import resolve_channels_last
 from compmod.methods.base import SSLMethod
-from compmod.models.memory_format import resolve_channels_last
 from compmod.regularizers.compmod import CompMod
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -20,22 +20,11 @@ import torch
 from torch import Tensor, fx, nn
 from torch.fx.experimental.optimization import fuse
 
-from compmod.models.memory_format import resolve_channels_last
+from compmod.hardware import native_bf16, resolve_channels_last
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 _log = logging.getLogger(__name__)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` multiplies bf16 natively: a CPU with AVX512-BF16 or AMX (and oneDNN), or a CUDA
-    GPU that supports bf16. Elsewhere bf16 is emulated and slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's CPU-feature probes
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def resolve_precision(precision: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:

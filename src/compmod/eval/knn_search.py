@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from compmod.eval.features import check_feature_pair
-from compmod.eval.inference import native_bf16
 from compmod.eval.knn_bounds import Index, flat_true, one_thread, shortlist, threads
 from compmod.eval.knn_members import decide, exact_rows, member_dots, order
+from compmod.hardware import native_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16")
 SHORTLIST_BF16 = (64, 512)  # shortlist lengths (at least k + 1) tried in turn on the bf16 similarities
