@@ -58,6 +58,10 @@ BAD = [
     (["eval.train_subset=0"], "config key eval.train_subset: 0 is not accepted"),
     (["train.momentum=-5"], "config key train.momentum: -5.0 is not accepted; expected a float in [0, 1)"),
     (["train.momentum=1"], "config key train.momentum: 1.0 is not accepted"),
+    (["train.lars.eta=0"], "config key train.lars.eta: 0.0 is not accepted; expected a float > 0"),
+    (["train.lars.eps=-1"], "config key train.lars.eps: -1.0 is not accepted"),
+    (["train.lars.clip_lr=true"], "config key train.lars.clip_lr: True is not accepted; expected false with"),
+    (["train.lars.rule=lamb"], "train.lars.rule"),
     (
         ["train.min_lr_ratio=-1"],
         "config key train.min_lr_ratio: -1.0 is not accepted; expected a float in [0, 1]",

@@ -63,6 +63,20 @@ class CompModConfig:
 
 
 @dataclass
+class LarsConfig:
+    """LARS (engine/optim.py). "fair": FAIR barlowtwins/vicreg's trust ratio eta |w| / |g + wd w|;
+    "solo": solo-learn's eta |w| / (|g| + wd |w| + eps), with `clip_lr` capped so the step never exceeds
+    the scheduled lr (solo-learn's CIFAR and ImageNet recipes: eta 0.02, clip_lr and exclude_bias_n_norm
+    true)."""
+
+    rule: Literal["fair", "solo"] = "fair"
+    eta: float = 0.001  # trust coefficient
+    clip_lr: bool = False  # solo only
+    exclude_bias_n_norm: bool = True  # biases and normalisation parameters: no adaptation (and no decay)
+    eps: float = 1e-8  # solo only: added to the ratio's denominator
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 256
@@ -70,6 +84,7 @@ class TrainConfig:
     optimizer: Literal["sgd", "lars", "adamw"] = "sgd"
     momentum: float = 0.9
     weight_decay: float = 1e-4  # not applied to biases and normalisation parameters
+    lars: LarsConfig = field(default_factory=LarsConfig)  # with optimizer: lars
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     device: str = "auto"  # auto | cpu | cuda | cuda:N

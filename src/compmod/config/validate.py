@@ -82,6 +82,14 @@ def _train_checks(cfg: Config) -> list[Check]:
         (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "a float in [0, 1]"),
         (0 <= t.seed <= MAX_SEED, "train.seed", t.seed, f"an integer in [0, {MAX_SEED}] (2**32 - 1)"),
         (t.threads is None or t.threads >= 1, "train.threads", t.threads, "null or an integer >= 1"),
+        (t.lars.eta > 0, "train.lars.eta", t.lars.eta, "a float > 0"),
+        (t.lars.eps >= 0, "train.lars.eps", t.lars.eps, "a float >= 0"),
+        (
+            not t.lars.clip_lr or t.lars.rule == "solo",
+            "train.lars.clip_lr",
+            t.lars.clip_lr,
+            "false with train.lars.rule: fair (clipping is part of the solo rule)",
+        ),
         (
             bool(_DEVICE.match(t.device)),
             "train.device",

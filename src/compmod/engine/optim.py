@@ -10,10 +10,13 @@ from torch import nn
 from compmod.config.schema import TrainConfig
 
 
-def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+def param_groups(
+    modules: Iterable[nn.Module], weight_decay: float, exclude_bias_n_norm: bool = True
+) -> list[dict]:
     """Two groups: weights that decay, and biases/normalisation parameters (ndim <= 1) that do not.
 
-    The second group is also excluded from LARS adaptation (FAIR barlowtwins `exclude_bias_and_norm`).
+    With `exclude_bias_n_norm` the second group is also excluded from LARS adaptation (FAIR barlowtwins'
+    `exclude_bias_and_norm`, solo-learn's `exclude_bias_n_norm`); without, LARS adapts it too.
     """
     decay, no_decay, seen = [], [], set()
     for module in modules:
@@ -24,21 +27,67 @@ def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict
             (no_decay if p.ndim <= 1 else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": exclude_bias_n_norm},
     ]
 
 
-class LARS(torch.optim.Optimizer):
-    """Layer-wise Adaptive Rate Scaling (You et al. 2017), as in FAIR's barlowtwins/vicreg `LARS`.
+RULES = ("fair", "solo")
 
-    For groups without `lars_exclude`: g <- g + wd·w; g <- g · eta·‖w‖/‖g‖ (when both norms > 0);
-    then heavy-ball momentum and the step `w <- w - lr·m`.
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise Adaptive Rate Scaling (You et al. 2017) with heavy-ball momentum, in the two forms SSL code
+    uses. Per parameter w with gradient g in a group with weight decay wd and learning rate lr:
+
+    * rule "fair" (FAIR barlowtwins / vicreg `LARS`): d = g + wd w; d <- d eta |w| / |d| when both norms
+      are > 0;
+    * rule "solo" (solo-learn's `solo/utils/lars.py`, from Lightning Bolts): when |w| > 0 and |g| > 0,
+      r = eta |w| / (|g| + wd |w| + eps), with `clip_lr` r <- min(r / lr, 1), and d = r (g + wd w); otherwise
+      d = g (no decay either). With clipping the step lr r is min(eta |w| / (...), lr): the trust ratio
+      never raises the scheduled rate;
+
+    then m <- momentum m + d and w <- w - lr m. Groups with `lars_exclude` (biases and normalisation
+    parameters, `param_groups`) skip the adaptation and the decay: d = g.
+    `direction` gives d for a gradient without touching any state (CompMod's look-ahead reads it).
     """
 
     def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+        rule: str = "fair",
+        clip_lr: bool = False,
+        eps: float = 1e-8,
     ):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
+        if rule not in RULES:
+            raise ValueError(f"LARS rule {rule!r} is not accepted; choose one of {', '.join(RULES)}")
+        if clip_lr and rule != "solo":
+            raise ValueError("LARS clip_lr is part of the 'solo' rule; the 'fair' rule has no clipping")
+        defaults = dict(
+            lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, rule=rule, clip_lr=clip_lr, eps=eps
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def direction(self, p: torch.Tensor, grad: torch.Tensor, group: dict) -> torch.Tensor:
+        """d for parameter `p` of `group` with gradient `grad` (see the class docstring)."""
+        if group.get("lars_exclude", False):
+            return grad
+        wd, eta = group["weight_decay"], group["eta"]
+        p_norm = torch.linalg.vector_norm(p)
+        if group["rule"] == "fair":
+            d_p = grad.add(p, alpha=wd)
+            d_norm = torch.linalg.vector_norm(d_p)
+            ok = (p_norm > 0) & (d_norm > 0)
+            return d_p.mul(torch.where(ok, eta * p_norm / d_norm, torch.ones_like(p_norm)))
+        g_norm = torch.linalg.vector_norm(grad)
+        ratio = eta * p_norm / (g_norm + wd * p_norm + group["eps"])
+        if group["clip_lr"]:
+            ratio = torch.clamp(ratio / group["lr"], max=1.0)
+        ok = (p_norm > 0) & (g_norm > 0)
+        return torch.where(ok, grad.add(p, alpha=wd).mul_(ratio), grad)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -50,14 +99,7 @@ class LARS(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                d_p = p.grad
-                if not group.get("lars_exclude", False):
-                    d_p = d_p.add(p, alpha=group["weight_decay"])
-                    p_norm, g_norm = torch.norm(p), torch.norm(d_p)
-                    q = torch.where(
-                        (p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm, torch.ones_like(p_norm)
-                    )
-                    d_p = d_p.mul(q)
+                d_p = self.direction(p, p.grad, group)
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
@@ -68,7 +110,7 @@ class LARS(torch.optim.Optimizer):
 
 
 def build_optimizer(modules: Iterable[nn.Module], cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(modules, cfg.weight_decay)
+    groups = param_groups(modules, cfg.weight_decay, cfg.lars.exclude_bias_n_norm)
     if cfg.optimizer == "sgd":
         for g in groups:
             g.pop("lars_exclude")
@@ -77,4 +119,13 @@ def build_optimizer(modules: Iterable[nn.Module], cfg: TrainConfig) -> torch.opt
         for g in groups:
             g.pop("lars_exclude")
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
+    lars = cfg.lars
+    return LARS(
+        groups,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        eta=lars.eta,
+        rule=lars.rule,
+        clip_lr=lars.clip_lr,
+        eps=lars.eps,
+    )
