@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import io
 import os
-import pickle
 import random
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from compmod.data.datasets.synthetic import write_cifar10  # noqa: F401 - tests import it from here
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -103,45 +104,6 @@ def run_process(*args: str, cwd: Path | None = None, timeout: float = 600) -> su
         text=True,
         timeout=timeout,
     )
-
-
-def write_cifar10(root: Path, per_batch: int = 40, test: int = 60, seed: int = 0) -> Path:
-    """Write `cifar-10-batches-py` in the real python-pickle format with class-dependent images.
-
-    Class c has a bright square at a class-specific position, so a learned encoder can separate them.
-    """
-    rng = np.random.default_rng(seed)
-    out = root / "cifar-10-batches-py"
-    out.mkdir(parents=True)
-
-    def batch(n: int) -> dict:
-        labels = rng.integers(0, 10, n)
-        imgs = rng.integers(0, 60, (n, 3, 32, 32), dtype=np.uint8)
-        for i, c in enumerate(labels):
-            r, q = divmod(int(c), 4)
-            imgs[i, c % 3, 4 + 8 * r : 12 + 8 * r, 2 + 7 * q : 9 + 7 * q] = 250
-        return {b"data": imgs.reshape(n, 3072), b"labels": labels.tolist()}
-
-    for i in range(1, 6):
-        with open(out / f"data_batch_{i}", "wb") as f:
-            pickle.dump(batch(per_batch), f, protocol=2)
-    with open(out / "test_batch", "wb") as f:
-        pickle.dump(batch(test), f, protocol=2)
-    names = [
-        b"airplane",
-        b"automobile",
-        b"bird",
-        b"cat",
-        b"deer",
-        b"dog",
-        b"frog",
-        b"horse",
-        b"ship",
-        b"truck",
-    ]
-    with open(out / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": names}, f, protocol=2)
-    return root
 
 
 requires_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian dataset-fashion-mnist not installed")

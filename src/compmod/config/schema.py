@@ -38,7 +38,9 @@ class MetaConfig:
     """The bi-level update of xi (Algorithm 1)."""
 
     mode: Literal["jvp", "exact", "off"] = "jvp"  # off = the paper's "No bi-level" ablation
-    r: float | None = None  # look-ahead step; null: the current learning rate
+    # look-ahead: null = the main optimiser's own next step (momentum, weight decay, LARS trust ratios and
+    # clipping; engine/optim.py `tentative_step`); a number r = Eq. 9 as written, omega - r * grad
+    r: float | None = None
     every: int = 1  # update xi every K steps
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float | None = None  # xi's learning rate; null: the current learning rate (Algorithm 1 uses r)

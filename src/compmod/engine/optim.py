@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from compmod.config.schema import TrainConfig
+from compmod.meta.lookahead import Lookahead, TentativeStep
 
 
 def param_groups(
@@ -73,21 +74,28 @@ class LARS(torch.optim.Optimizer):
     @torch.no_grad()
     def direction(self, p: torch.Tensor, grad: torch.Tensor, group: dict) -> torch.Tensor:
         """d for parameter `p` of `group` with gradient `grad` (see the class docstring)."""
+        ratio, wd = self.trust(p, grad, group)
+        return (grad + wd * p).mul_(ratio)
+
+    @torch.no_grad()
+    def trust(self, p: torch.Tensor, grad: torch.Tensor, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s, wd) with d = s (grad + wd p): the trust ratio (1 where not adapted) and the decay that applies,
+        as 0-dim tensors on p's device (no host synchronisation)."""
+        one = torch.ones((), dtype=p.dtype, device=p.device)
         if group.get("lars_exclude", False):
-            return grad
+            return one, torch.zeros_like(one)
         wd, eta = group["weight_decay"], group["eta"]
         p_norm = torch.linalg.vector_norm(p)
         if group["rule"] == "fair":
-            d_p = grad.add(p, alpha=wd)
-            d_norm = torch.linalg.vector_norm(d_p)
+            d_norm = torch.linalg.vector_norm(grad.add(p, alpha=wd))
             ok = (p_norm > 0) & (d_norm > 0)
-            return d_p.mul(torch.where(ok, eta * p_norm / d_norm, torch.ones_like(p_norm)))
+            return torch.where(ok, eta * p_norm / d_norm, one), one * wd
         g_norm = torch.linalg.vector_norm(grad)
         ratio = eta * p_norm / (g_norm + wd * p_norm + group["eps"])
         if group["clip_lr"]:
             ratio = torch.clamp(ratio / group["lr"], max=1.0)
-        ok = (p_norm > 0) & (g_norm > 0)
-        return torch.where(ok, grad.add(p, alpha=wd).mul_(ratio), grad)
+        ok = (p_norm > 0) & (g_norm > 0)  # otherwise solo-learn neither adapts nor decays
+        return torch.where(ok, ratio, one), torch.where(ok, one * wd, 0 * one)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -107,6 +115,59 @@ class LARS(torch.optim.Optimizer):
                 mu.mul_(group["momentum"]).add_(d_p)
                 p.add_(mu, alpha=-group["lr"])
         return loss
+
+
+def tentative_step(optimizer: torch.optim.Optimizer) -> TentativeStep:
+    """CompMod's look-ahead as `optimizer`'s own next step (`meta/lookahead.py`), for SGD (momentum, weight
+    decay, no Nesterov or dampening), LARS (either rule) and AdamW, read from its param groups and state
+    (never written), with the step sizes of the current gradient held constant. A parameter the optimiser
+    does not hold raises."""
+
+    def step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> Lookahead:
+        where = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        shifts, scales = [], []
+        for p, g in zip(params, grads, strict=True):
+            if id(p) not in where:
+                raise ValueError(f"the optimiser does not train a parameter of shape {tuple(p.shape)}")
+            shift, scale = _tentative(
+                optimizer.state.get(p, {}), p.detach(), g.detach(), where[id(p)], optimizer
+            )
+            shifts.append(shift)
+            scales.append(scale)
+        return Lookahead(shifts, scales)
+
+    return step
+
+
+@torch.no_grad()
+def _tentative(
+    state: dict, p: torch.Tensor, g: torch.Tensor, group: dict, optimizer: torch.optim.Optimizer
+) -> tuple[torch.Tensor | None, float | torch.Tensor]:
+    """(shift, scale) of the next update p' = p - shift - scale g of p (its optimiser `state`)."""
+    lr = group["lr"]
+    if isinstance(optimizer, LARS):
+        ratio, wd = optimizer.trust(p, g, group)
+        shift = lr * ratio * wd * p
+        buf = state.get("mu")
+        if buf is not None and group["momentum"]:
+            shift += lr * group["momentum"] * buf
+        return shift, lr * ratio
+    if isinstance(optimizer, torch.optim.AdamW):
+        beta1, beta2 = group["betas"]
+        t = int(state["step"]) + 1 if "step" in state else 1
+        m = state.get("exp_avg", torch.zeros_like(p))
+        v = state.get("exp_avg_sq", torch.zeros_like(p)) * beta2 + (1 - beta2) * g * g
+        denom = (v / (1 - beta2**t)).sqrt_().add_(group["eps"])
+        scale = lr * (1 - beta1) / ((1 - beta1**t) * denom)
+        shift = lr * group["weight_decay"] * p + lr * beta1 * m / ((1 - beta1**t) * denom)
+        return shift, scale
+    if type(optimizer) is torch.optim.SGD and not group["nesterov"] and not group["dampening"]:
+        wd, momentum, buf = group["weight_decay"], group["momentum"], state.get("momentum_buffer")
+        shift = lr * wd * p if wd else None
+        if buf is not None and momentum:
+            shift = lr * momentum * buf + (0 if shift is None else shift)
+        return shift, lr
+    raise ValueError(f"no look-ahead rule for {type(optimizer).__name__}; use SGD, LARS or AdamW")
 
 
 def build_optimizer(modules: Iterable[nn.Module], cfg: TrainConfig) -> torch.optim.Optimizer:

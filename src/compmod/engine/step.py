@@ -1,6 +1,6 @@
 """One training step, shared by the Trainer and the benchmarks: forward (+ lambda1 L_mcr), backward,
-CompMod's meta step, optimiser step; with the speed options of `train` (precision, channels_last,
-torch.compile).
+CompMod's meta step (its look-ahead is this optimiser's own next step, `optim.tentative_step`), optimiser
+step; with the speed options of `train` (precision, channels_last, torch.compile).
 
 Speed options and their defaults (measured with `make bench`, see benchmarks/results):
 - precision fp32 | bf16 | fp16: autocast around the method's forward only. The CompMod losses always run
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from compmod.engine.ddp import wrap
+from compmod.engine.optim import tentative_step
 from compmod.errors import ConfigError
 from compmod.hardware import resolve_channels_last
 from compmod.methods.base import SSLMethod
@@ -53,6 +54,7 @@ class TrainStep:
                 f"{', '.join(PRECISIONS)}"
             )
         self.method, self.optimizer, self.compmod = method, optimizer, compmod
+        self.lookahead = tentative_step(optimizer)  # CompMod's look-ahead: this optimiser's next step
         self.device = torch.device(device)
         self.autocast_dtype = PRECISIONS[precision]
         self.channels_last = resolve_channels_last(channels_last, self.device)
@@ -99,13 +101,13 @@ class TrainStep:
         if self.scaler is None:
             total.backward()
             if self.compmod is not None:
-                meta = self.compmod.meta_step(self.method, x1, x2, lr)
+                meta = self.compmod.meta_step(self.method, x1, x2, lr, self.lookahead)
             self.optimizer.step()
             return meta
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)  # the meta step reads true gradients
         if self.compmod is not None and _grads_finite(self.method):
-            meta = self.compmod.meta_step(self.method, x1, x2, lr)
+            meta = self.compmod.meta_step(self.method, x1, x2, lr, self.lookahead)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return meta

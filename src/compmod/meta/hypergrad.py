@@ -2,12 +2,16 @@
 
 Bi-level objective, omega = (theta, phi) the encoder and projector, xi the CompMod head g_xi:
 
-    omega'(xi) = omega - r * grad_omega [L_ssl(omega) + lambda1 * L_mcr(omega, xi)]      (Eq. 9, s.t.)
-    F(xi)      = L_ssl(omega'(xi)) + lambda2 * L_comp(z_hat(omega, xi))                     (Eq. 9)
+    omega'(xi) = omega - shift - scale * grad_omega [L_ssl(omega) + lambda1 * L_mcr(omega, xi)]   (Eq. 9)
+    F(xi)      = L_ssl(omega'(xi)) + lambda2 * L_comp(z_hat(omega, xi))                            (Eq. 9)
+
+where shift and scale (per parameter, held constant in xi) make omega' the real optimiser's tentative
+update (`meta/lookahead.py`: momentum, weight decay, LARS trust ratios); Eq. 9 as written is shift = 0,
+scale = r.
 
 - `exact`: F differentiated through the look-ahead with a double backward (MetAug-style reference).
 - `jvp`: the same number. As L_ssl does not depend on xi,
-      grad_xi L_ssl(omega') = -r * lambda1 * grad_xi < grad_omega L_mcr(omega, xi), v >,
+      grad_xi L_ssl(omega') = -lambda1 * grad_xi < grad_omega L_mcr(omega, xi), scale * v >,
       with v = grad_omega L_ssl(omega'),
   and <grad_omega L_mcr, v> is a directional derivative: one forward-mode JVP through the network gives
   the tangents of h and z along v; the xi-gradient then needs a double backward through g_xi and the
@@ -36,6 +40,7 @@ from compmod.distributed import all_reduce_sum, average_, gather, world_size
 from compmod.losses.mec import comp_loss, mcr_loss
 from compmod.meta.batchnorm_jvp import lean_batchnorm_jvp
 from compmod.meta.functional import head_call, stateless_forward, trainable, zeros_for_none
+from compmod.meta.lookahead import Lookahead
 
 MODES = ("jvp", "exact", "off")
 
@@ -53,7 +58,12 @@ class BilevelProblem:
     scale: str
     lambda1: float
     lambda2: float
-    r: float
+    r: float  # Eq. 9's look-ahead step, used when `lookahead` is None
+    lookahead: Lookahead | None = None  # the optimiser's tentative step (shift, scale per parameter)
+
+    def step(self, count: int) -> Lookahead:
+        """The look-ahead for `count` parameters: `lookahead`, or Eq. 9's w - r g."""
+        return self.lookahead if self.lookahead is not None else Lookahead.plain(self.r, count)
 
     def z_hat(self, xi: Mapping[str, torch.Tensor], h, z, real_buffers: bool = False) -> torch.Tensor:
         from compmod.regularizers.fusion import fuse  # here: regularizers imports this module
@@ -92,7 +102,7 @@ def hypergrad_exact(
     inner = loss + problem.lambda1 * problem.mcr(z_hat, (z1, z2))
     grads = torch.autograd.grad(inner, list(omega.values()), create_graph=True, allow_unused=True)
     grads = [_mean_over_ranks(g) for g in zeros_for_none(grads, list(omega.values()))]
-    omega_prime = {n: p - problem.r * g for (n, p), g in zip(omega.items(), grads, strict=True)}
+    omega_prime = problem.step(len(omega)).point(omega, grads)
     outer = stateless_forward(model, omega_prime, x1, x2)[0] + problem.lambda2 * problem.comp(z_hat)
     return zeros_for_none(torch.autograd.grad(outer, list(xi.values()), allow_unused=True), list(xi.values()))
 
@@ -107,10 +117,9 @@ def hypergrad_jvp(
     """Forward-mode hypergradient. `step_grads`: grad_omega [L_ssl + lambda1 L_mcr] at omega, in the
     order of `trainable(model)` (the real step's `.grad`)."""
     omega = {n: p.detach() for n, p in trainable(model).items()}
-    # v = grad_omega L_ssl at the look-ahead point omega' = omega - r * g
-    omega_prime = {
-        n: (p - problem.r * g).requires_grad_() for (n, p), g in zip(omega.items(), step_grads, strict=True)
-    }
+    step = problem.step(len(omega))
+    # v = grad_omega L_ssl at the look-ahead point omega' = omega - shift - scale * g
+    omega_prime = {n: p.detach().requires_grad_() for n, p in step.point(omega, step_grads).items()}
     loss_prime = stateless_forward(model, omega_prime, x1, x2)[0]
     v = zeros_for_none(
         torch.autograd.grad(loss_prime, list(omega_prime.values()), allow_unused=True),
@@ -118,21 +127,21 @@ def hypergrad_jvp(
     )
     average_(v)
 
-    # tangents of (h, z) at omega along v
+    # tangents of (h, z) at omega along scale * v (the direction omega' moves in when g moves along v)
     def hz(params):
         return stateless_forward(model, params, x1, x2)[1:]
 
     with warnings.catch_warnings(), lean_batchnorm_jvp():  # BN's tangent in 4 passes, not ~20
         # torch's own forward-mode decompositions call torch.jit.script
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-        primals, tangents = jvp(hz, (omega,), (dict(zip(omega, v, strict=True)),))
+        primals, tangents = jvp(hz, (omega,), (dict(zip(omega, step.scaled(v), strict=True)),))
     leaves = [t.detach().requires_grad_() for t in primals]
     h, z = (leaves[0], leaves[1]), (leaves[2], leaves[3])
     xi = _xi(problem)
     z_hat = problem.z_hat(xi, h, z)
     d_mcr = torch.autograd.grad(problem.mcr(z_hat, z), leaves, create_graph=True, allow_unused=True)
     directional = sum((g * t).sum() for g, t in zip(d_mcr, tangents, strict=True) if g is not None)
-    outer = -problem.r * problem.lambda1 * directional + problem.lambda2 * problem.comp(z_hat)
+    outer = -problem.lambda1 * directional + problem.lambda2 * problem.comp(z_hat)
     return zeros_for_none(torch.autograd.grad(outer, list(xi.values()), allow_unused=True), list(xi.values()))
 
 
@@ -159,7 +168,7 @@ def objective(
         torch.autograd.grad(inner, list(omega.values()), allow_unused=True), list(omega.values())
     )
     average_(grads)
-    omega_prime = {n: (p - problem.r * g).detach() for (n, p), g in zip(omega.items(), grads, strict=True)}
+    omega_prime = {n: p.detach() for n, p in problem.step(len(omega)).point(omega, grads).items()}
     with torch.no_grad():
         return stateless_forward(model, omega_prime, x1, x2)[0] + problem.lambda2 * problem.comp(
             z_hat.detach()

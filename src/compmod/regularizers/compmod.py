@@ -28,6 +28,7 @@ from compmod.distributed import average_, local_rows, world_size
 from compmod.losses.mec import SCALES, lambda_at, mec_lambda
 from compmod.meta.functional import trainable
 from compmod.meta.hypergrad import MODES, BilevelProblem, hypergrad_exact, hypergrad_jvp, hypergrad_off
+from compmod.meta.lookahead import TentativeStep
 from compmod.models.heads import mlp
 from compmod.regularizers.fusion import FUSIONS, fusion_dims
 
@@ -178,16 +179,23 @@ class CompMod:
         )
 
     def hypergradient(
-        self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float
+        self,
+        model: nn.Module,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        lr: float,
+        tentative: TentativeStep | None = None,
     ) -> list[torch.Tensor]:
         """The xi-gradient of F for the batch last passed to `regularize` (in `self.mode`); under data
-        parallelism the global batch's, the same on every rank."""
-        grads = self._rank_share(model, x1, x2, lr)
+        parallelism the global batch's, the same on every rank. The look-ahead is `tentative` (the real
+        optimiser's step, `meta/lookahead.py`) applied to the real step's `.grad`, or with `tentative` None
+        (or `r` set) Eq. 9's omega - r g with r = `r` or `lr`."""
+        grads = self._rank_share(model, x1, x2, lr, tentative)
         average_(grads)  # each rank computed its share (meta/hypergrad.py); identity in one process
         return grads
 
     def _rank_share(
-        self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float
+        self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float, tentative: TentativeStep | None
     ) -> list[torch.Tensor]:
         if self._cache is None:
             raise RuntimeError("call regularize(h, z) before meta_step/hypergradient")
@@ -195,18 +203,29 @@ class CompMod:
         problem = self.problem(self.r if self.r is not None else lr, c["lam"], c["alpha"])
         if self.mode == "off":
             return hypergrad_off(problem, c["h"], c["z"])
+        omega = list(trainable(model).values())
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in omega]
+        if tentative is not None and self.r is None:
+            problem.lookahead = tentative(omega, grads)
         if self.mode == "exact":
             return hypergrad_exact(problem, model, x1, x2)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable(model).values()]
         return hypergrad_jvp(problem, model, x1, x2, grads)
 
-    def meta_step(self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float) -> dict[str, float]:
-        """Update xi (every `every` steps). Call after backward() and before the main optimizer.step()."""
+    def meta_step(
+        self,
+        model: nn.Module,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        lr: float,
+        tentative: TentativeStep | None = None,
+    ) -> dict[str, float]:
+        """Update xi (every `every` steps). Call after backward() and before the main optimizer.step();
+        `tentative`: see `hypergradient`."""
         run = self.step % self.every == 0
         self.step += 1
         if not run:
             return {}
-        grads = self.hypergradient(model, x1, x2, lr)
+        grads = self.hypergradient(model, x1, x2, lr, tentative)
         for p, g in zip(self.head.parameters(), grads, strict=True):
             p.grad = g
         if self.lr is None:
