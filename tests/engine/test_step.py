@@ -13,6 +13,7 @@ from compmod.engine.builders import build_compmod, build_method
 from compmod.engine.optim import build_optimizer
 from compmod.engine.step import TrainStep
 from compmod.errors import ConfigError
+from compmod.hardware import native_bf16
 
 OVERRIDES = ["method.proj_hidden_dim=32", "method.proj_dim=16", "compmod.enabled=true"]
 
@@ -35,6 +36,16 @@ def test_unknown_precision_is_a_config_error():
     cfg, model, reg, _, _ = _parts()
     with pytest.raises(ConfigError, match=r"train.precision: 'fp8'.*fp32, bf16, fp16"):
         _step(model, reg, cfg, precision="fp8")
+
+
+def test_auto_precision_is_bf16_exactly_where_native():
+    cfg, model, reg, x1, x2 = _parts()
+    step = _step(model, reg, cfg, precision="auto")
+    native = native_bf16(torch.device("cpu"))
+    assert step.precision == ("bf16" if native else "fp32")
+    assert step.autocast_dtype == (torch.bfloat16 if native else None)
+    total, _ = step.forward(step.prepare(x1), step.prepare(x2))
+    assert total.dtype == torch.float32 and torch.isfinite(total)  # losses in fp32 under autocast
 
 
 def test_channels_last_gives_the_same_step():

@@ -104,7 +104,8 @@ class TrainConfig:
     tensorboard: bool = False
     dtype: Literal["float32", "float64"] = "float32"  # float64 to check the maths
     # Speed options (engine/step.py; defaults chosen by `make bench`):
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the method's forward only
+    # autocast of the method's forward only (losses stay fp32); auto: bf16 where native, else fp32
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     channels_last: bool | None = None  # None: the measured default for the device
     compile: bool = False  # torch.compile the real forward (slower for the small CNN on CPU)
     # Data parallelism (under torchrun): batch_size is the GLOBAL batch, split equally over the ranks.

@@ -3,8 +3,10 @@ CompMod's meta step (its look-ahead is this optimiser's own next step, `optim.te
 step; with the speed options of `train` (precision, channels_last, torch.compile).
 
 Speed options and their defaults (measured with `make bench`, see benchmarks/results):
-- precision fp32 | bf16 | fp16: autocast around the method's forward only. The CompMod losses always run
-  in fp32 with autocast off (`losses/mec.py`), and so does the meta step (its look-ahead and JVP are exact
+- precision fp32 | bf16 | fp16 | auto: autocast around the method's forward only; auto is bf16 where the
+  device computes it natively (`hardware.native_bf16`: AVX512-BF16/AMX CPUs, CUDA GPUs with bf16), else
+  fp32. Every SSL loss runs in fp32 whatever the autocast (`losses/precision.py`), CompMod's losses too
+  (`losses/mec.py`), and so does the meta step (its look-ahead and JVP are exact
   fp32 computations). fp16 uses a GradScaler; gradients are unscaled before the meta step, which reads
   them, and a step whose gradients overflowed skips the meta update as the scaler skips the optimiser.
   fp32 is the default on every device: bf16 changes the numerics, and on CPUs without native bf16 it
@@ -26,7 +28,7 @@ import torch
 from compmod.engine.ddp import wrap
 from compmod.engine.optim import tentative_step
 from compmod.errors import ConfigError
-from compmod.hardware import resolve_channels_last
+from compmod.hardware import native_bf16, resolve_channels_last
 from compmod.methods.base import SSLMethod
 from compmod.regularizers.compmod import CompMod
 
@@ -48,14 +50,17 @@ class TrainStep:
         channels_last: bool | None = None,
         compile: bool = False,  # noqa: A002 - the config key's name
     ) -> None:
-        if precision not in PRECISIONS:
+        if precision not in (*PRECISIONS, "auto"):
             raise ConfigError(
                 f"config key train.precision: {precision!r} is not accepted; expected one of "
-                f"{', '.join(PRECISIONS)}"
+                f"auto, {', '.join(PRECISIONS)}"
             )
+        self.device = torch.device(device)
+        if precision == "auto":  # bf16 where the device computes it natively, else fp32
+            precision = "bf16" if native_bf16(self.device) else "fp32"
+        self.precision = precision
         self.method, self.optimizer, self.compmod = method, optimizer, compmod
         self.lookahead = tentative_step(optimizer)  # CompMod's look-ahead: this optimiser's next step
-        self.device = torch.device(device)
         self.autocast_dtype = PRECISIONS[precision]
         self.channels_last = resolve_channels_last(channels_last, self.device)
         if self.channels_last:

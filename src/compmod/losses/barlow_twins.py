@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from compmod.losses.ntxent import check_pair
+from compmod.losses.precision import float32_loss
 
 BN_EPS = 1e-5  # nn.BatchNorm1d's default eps, as the FAIR code's BatchNorm1d(affine=False)
 
@@ -16,6 +17,7 @@ def _standardise(z: torch.Tensor) -> torch.Tensor:
     return (z - mean) / torch.sqrt(var + BN_EPS)
 
 
+@float32_loss
 def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float) -> torch.Tensor:
     """Barlow Twins loss (Zbontar et al. 2021, Eq. 1, as computed in FAIR barlowtwins main.py).
 

@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from compmod.losses.ntxent import check_pair
+from compmod.losses.precision import float32_loss
 
 
+@float32_loss
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z) (BYOL, Grill et al. 2020, Eq. 2).
 

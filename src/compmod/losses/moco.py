@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from compmod.losses.ntxent import check_pair
+from compmod.losses.precision import float32_loss
 
 
+@float32_loss
 def infonce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
     """-log exp(q.k+ / t) / (exp(q.k+ / t) + sum_j exp(q.n_j / t)), averaged over rows (MoCo, Eq. 1).
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compmod.losses.precision import float32_loss
+
 
 def check_pair(a: torch.Tensor, b: torch.Tensor, loss: str, min_batch: int) -> None:
     """Raise ValueError unless a and b are floating (N, D) tensors of one shape with N >= min_batch."""
@@ -24,6 +26,7 @@ def check_pair(a: torch.Tensor, b: torch.Tensor, loss: str, min_batch: int) -> N
         raise ValueError(f"{loss}: needs a batch of at least {min_batch} rows, got {a.shape[0]}")
 
 
+@float32_loss
 def ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """NT-Xent over the 2N samples of two views (SimCLR, Chen et al. 2020, Eq. 1).
 

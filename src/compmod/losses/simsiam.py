@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from compmod.losses.ntxent import check_pair
+from compmod.losses.precision import float32_loss
 
 
+@float32_loss
 def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """D(p, z) = -mean_i cos(p_i, z_i) (SimSiam, Chen & He 2021, Eq. 1), one direction.
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compmod.losses.ntxent import check_pair
+from compmod.losses.precision import float32_loss
 
 
 def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iters: int = 3) -> torch.Tensor:
@@ -35,6 +36,7 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iters: int = 3) -> torch.T
     return q * b
 
 
+@float32_loss
 def swapped_prediction(
     scores1: torch.Tensor,
     scores2: torch.Tensor,
@@ -64,6 +66,7 @@ def swapped_prediction(
     return (cross_entropy(scores2, codes1) + cross_entropy(scores1, codes2)) / 2
 
 
+@float32_loss
 def swav_loss(
     scores1: torch.Tensor,
     scores2: torch.Tensor,

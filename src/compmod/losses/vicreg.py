@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from compmod.losses.ntxent import check_pair
+from compmod.losses.precision import float32_loss
 
 VAR_EPS = 1e-4  # eps inside the square root of the variance hinge (paper Sec. 3.1 and main_vicreg.py)
 
@@ -31,6 +32,7 @@ def _covariance(z: torch.Tensor) -> torch.Tensor:
     return c.masked_fill(diag, 0).pow(2).sum() / d
 
 
+@float32_loss
 def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(invariance, variance, covariance) terms of VICReg, unweighted.
 

@@ -10,6 +10,7 @@ import torch
 
 from compmod.losses.byol import byol_loss
 from compmod.losses.ntxent import check_pair
+from compmod.losses.precision import float32_loss
 
 
 def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
@@ -36,6 +37,7 @@ def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     return torch.linalg.solve_triangular(chol.mT, centred, upper=True, left=False)
 
 
+@float32_loss
 def wmse_loss(
     z1: torch.Tensor, z2: torch.Tensor, perms: torch.Tensor, w_size: int, eps: float = 0.0
 ) -> torch.Tensor:
