@@ -35,7 +35,9 @@ VARIANTS = {
 }
 
 
-def run_one(preset: Path, variant: str, data: Path, out: Path, steps: int, batch: int) -> dict:
+def run_one(
+    preset: Path, variant: str, data: Path, out: Path, steps: int, batch: int, extra: list[str]
+) -> dict:
     run_dir = out / f"{preset.stem}-{variant}"
     overrides = [
         f"data.root={data}",
@@ -47,6 +49,7 @@ def run_one(preset: Path, variant: str, data: Path, out: Path, steps: int, batch
         "eval.enabled=false",
         f"train.run_dir={run_dir}",
         *VARIANTS[variant],
+        *extra,
     ]
     cfg = load_config(preset, overrides)
     t0 = time.perf_counter()
@@ -76,21 +79,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--only", nargs="*", default=[], help="presets whose file name contains one of these")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "meta_stability.md")
     args = parser.parse_args()
     presets = sorted((ROOT / "configs" / "paper" / "cifar10").glob("*+compmod.yaml"))
+    if args.only:
+        presets = [p for p in presets if any(o in p.name for o in args.only)]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_cifar10(Path(tmp) / "cifar", per_batch=args.steps * args.batch // 5 + args.batch)
         for preset in presets:
             for variant in args.variants:
-                r = run_one(preset, variant, data, Path(tmp) / "runs", args.steps, args.batch)
+                r = run_one(preset, variant, data, Path(tmp) / "runs", args.steps, args.batch, args.extra)
                 print(json.dumps(r), flush=True)
                 results.append(r)
     lines = [
         "# CompMod's bi-level update at the paper presets' learning rates",
         "",
-        f"`python -m benchmarks.meta_stability --steps {args.steps} --batch {args.batch}`; "
+        f"`python -m benchmarks.meta_stability --steps {args.steps} --batch {args.batch}"
+        + "".join(f" --set {e}" for e in args.extra)
+        + "`; "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads. Peak lr from step 0 (warm-up 0), generated CIFAR-10 data.",
         "",

@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from compmod.errors import CompmodError, FileSystemError, TrainingInterrupted
+from compmod.errors import CompmodError, ConfigError, FileSystemError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
 
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registered methods, backbones, datasets, augmentation presets")
     p.add_argument("kind", nargs="?", choices=["methods", "backbones", "datasets", "presets"])
+
+    p = sub.add_parser("plan", help="steps, data size and measured per-device peak memory of a config")
+    _add_config_args(p)
+    p.add_argument("--gpus", type=int, default=1, help="devices the global train.batch_size is split over")
+    p.add_argument("--gpu-memory", type=float, help="GiB per device: say whether the run fits")
 
     p = sub.add_parser("show-config", help="print the resolved config as YAML")
     _add_config_args(p)
@@ -161,6 +166,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     for kind, names in kinds.items():
         if args.kind in (None, kind):
             print(f"{kind}: {', '.join(names)}" if args.kind is None else "\n".join(names))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from compmod.config import load_config
+    from compmod.engine.plan import make_plan
+
+    cfg = load_config(args.config, args.overrides)
+    if args.gpus < 1 or cfg.train.batch_size % args.gpus:
+        batch = cfg.train.batch_size
+        raise ConfigError(f"--gpus {args.gpus} is not accepted; expected a divisor of batch_size {batch}")
+    for line in make_plan(cfg, args.gpus).lines(args.gpus, args.gpu_memory):
+        print(line)
     return 0
 
 
@@ -256,6 +274,7 @@ COMMANDS = {
     "transfer": cmd_transfer,
     "list": cmd_list,
     "show-config": cmd_show_config,
+    "plan": cmd_plan,
 }
 
 

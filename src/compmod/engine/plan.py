@@ -1,0 +1,160 @@
+"""`compmod plan`: what a run will cost before it starts: steps, data size, and per-device peak memory.
+
+Memory is measured, not modelled: real training steps (the config's method, CompMod and meta mode,
+optimiser, precision and channels_last, random images of the preset's size) on the current device, first
+one at batch 2 so that gradients and optimiser state exist, then at two small per-device batches b0 < b1.
+The growth of the peak between them gives the activation memory per image, s = (peak(b1) - peak(b0)) /
+(b1 - b0); the prediction at the run's per-device batch B = `train.batch_size / gpus` is parameters +
+gradients + optimiser state + s B. On CUDA the peak is `torch.cuda.max_memory_allocated`; on CPU the
+process's peak resident memory (`ru_maxrss`, which never decreases, so each step is measured by how much
+it raises it). A CUDA run adds its context (~0.5 GiB) and cuDNN workspaces on top.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from compmod.config.schema import Config
+from compmod.data.datasets.base import dataset_search_paths
+from compmod.engine.builders import build_compmod, build_method
+from compmod.engine.optim import build_optimizer
+from compmod.engine.step import TrainStep
+
+# Images in the split each dataset pretrains on, channels and the size `data.image_size: null` loads them
+# at (standard sizes of the releases; STL-10: train + unlabeled; ImageNet-100: the CMC class list of
+# ImageNet's train split; ImageNet-style folders are resized to 224 px unless data.image_size says).
+PRETRAIN_IMAGES = {
+    "cifar10": (50_000, 3, 32),
+    "cifar100": (50_000, 3, 32),
+    "stl10": (105_000, 3, 96),
+    "tiny_imagenet": (100_000, 3, 64),
+    "imagenet": (1_281_167, 3, 224),
+    "imagenet100": (126_689, 3, 224),
+    "fashion_mnist": (60_000, 1, 28),
+}
+GiB = 2**30
+
+
+@dataclass
+class Plan:
+    images: int
+    channels: int
+    image_size: int
+    steps_per_epoch: int
+    steps: int
+    data_on_disk: tuple[Path, int] | None  # (folder, bytes) when the data was found
+    cache_bytes: int  # the decoded uint8 store at data.image_size
+    device: str
+    batches: tuple[int, int]
+    per_image: float  # activation bytes per image of the per-device batch
+    model_bytes: int  # parameters + gradients + optimiser state
+    per_device_batch: int
+    predicted: int  # bytes at per_device_batch
+
+    def lines(self, gpus: int, gpu_memory: float | None) -> list[str]:
+        fit = ""
+        if gpu_memory is not None:
+            ok = self.predicted <= gpu_memory * GiB
+            fit = f": {'fits' if ok else 'does NOT fit'} in {gpu_memory:g} GiB per device"
+        disk = (
+            f"{self.data_on_disk[1] / GiB:.2f} GiB on disk in {self.data_on_disk[0]}"
+            if self.data_on_disk
+            else "not found here"
+        )
+        store = f"{self.cache_bytes / GiB:.2f} GiB ({self.channels} x {self.image_size}^2 uint8 each)"
+        return [
+            f"data: {self.images:,} images ({disk}); decoded store {store}",
+            f"schedule: {self.steps_per_epoch:,} steps per epoch, {self.steps:,} steps",
+            f"measured on {self.device} at per-device batch {self.batches[0]} and {self.batches[1]}: "
+            f"{self.per_image / 2**20:.1f} MiB of activations per image, "
+            f"{self.model_bytes / GiB:.3f} GiB of parameters, gradients and optimiser state",
+            f"per device ({gpus} device(s), batch {self.per_device_batch}): "
+            f"{self.predicted / GiB:.2f} GiB predicted peak{fit}",
+        ]
+
+
+def make_plan(cfg: Config, gpus: int = 1, batches: tuple[int, int] = (4, 8)) -> Plan:
+    """Measure and extrapolate (see the module docstring). `gpus` divides `train.batch_size`."""
+    if gpus < 1 or cfg.train.batch_size % gpus:
+        raise ValueError(f"--gpus {gpus} must be >= 1 and divide train.batch_size {cfg.train.batch_size}")
+    name = cfg.data.name
+    if name not in PRETRAIN_IMAGES:
+        raise ValueError(f"compmod plan knows the sizes of {', '.join(PRETRAIN_IMAGES)}; not of {name!r}")
+    images, channels, native = PRETRAIN_IMAGES[name]
+    channels = cfg.data.channels or channels
+    size = cfg.data.image_size or native
+    per_epoch = images // cfg.train.batch_size
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model_bytes, per_image = _measure(cfg, channels, size, device, batches)
+    per_device = cfg.train.batch_size // gpus
+    return Plan(
+        images=images,
+        channels=channels,
+        image_size=size,
+        steps_per_epoch=per_epoch,
+        steps=per_epoch * cfg.train.epochs,
+        data_on_disk=_on_disk(name, cfg.data.root),
+        cache_bytes=images * channels * size * size,
+        device=str(device),
+        batches=batches,
+        per_image=per_image,
+        model_bytes=model_bytes,
+        per_device_batch=per_device,
+        predicted=model_bytes + round(per_image * per_device),
+    )
+
+
+def _measure(
+    cfg: Config, channels: int, size: int, device: torch.device, batches: tuple[int, int]
+) -> tuple[int, float]:
+    """(parameters + gradients + optimiser state in bytes, activation bytes per image)."""
+    torch.manual_seed(0)
+    method = build_method(cfg, channels, size).to(device)
+    compmod = build_compmod(cfg, method, steps_per_epoch=1000)
+    if compmod is not None:
+        compmod.to(device)
+    step = TrainStep(
+        method,
+        build_optimizer([method], cfg.train),
+        compmod,
+        device=device,
+        precision=cfg.train.precision,
+        channels_last=cfg.train.channels_last,
+    )
+
+    def peak_after(b: int) -> int:
+        x = [step.prepare(torch.rand(b, channels, size, size, device=device)) for _ in range(2)]
+        step.step(x[0], x[1], lr=cfg.train.lr)
+        return _peak(device)
+
+    peak_after(2)  # gradients and optimiser state exist from here on
+    model_bytes = sum(t.numel() * t.element_size() for t in _state_tensors(step.optimizer, method))
+    p0, p1 = peak_after(batches[0]), peak_after(batches[1])
+    return model_bytes, max(0.0, (p1 - p0) / (batches[1] - batches[0]))
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer, method: torch.nn.Module) -> list[torch.Tensor]:
+    params = [p for p in method.parameters()]
+    grads = [p.grad for p in params if p.grad is not None]
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return [*params, *grads, *state]
+
+
+def _peak(device: torch.device) -> int:
+    """Peak bytes so far: allocated by torch on CUDA, the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def _on_disk(name: str, root: str | None) -> tuple[Path, int] | None:
+    for folder in dataset_search_paths(name, root):
+        if folder.is_dir() and any(folder.iterdir()):
+            total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+            return folder, total
+    return None
