@@ -88,6 +88,10 @@ class TrainConfig:
     weight_decay: float = 1e-4  # not applied to biases and normalisation parameters
     lars: LarsConfig = field(default_factory=LarsConfig)  # with optimizer: lars
     warmup_epochs: float = 1.0
+    # lr at the first warm-up step (engine/schedule.py `warmup_cosine`): null = lr / warm-up steps, rising by
+    # as much each step; a number = solo-learn's scheduler.warmup_start_lr (default 3e-5), rising linearly to
+    # lr at the last warm-up step (Lightning Bolts' LinearWarmupCosineAnnealingLR)
+    warmup_start_lr: float | None = None
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0

@@ -82,6 +82,12 @@ def _train_checks(cfg: Config) -> list[Check]:
         (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "a float in [0, 1]"),
         (0 <= t.seed <= MAX_SEED, "train.seed", t.seed, f"an integer in [0, {MAX_SEED}] (2**32 - 1)"),
         (t.threads is None or t.threads >= 1, "train.threads", t.threads, "null or an integer >= 1"),
+        (
+            t.warmup_start_lr is None or t.warmup_start_lr >= 0,
+            "train.warmup_start_lr",
+            t.warmup_start_lr,
+            "null or a float >= 0",
+        ),
         (t.lars.eta > 0, "train.lars.eta", t.lars.eta, "a float > 0"),
         (t.lars.eps >= 0, "train.lars.eps", t.lars.eps, "a float >= 0"),
         (

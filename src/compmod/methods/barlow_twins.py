@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -20,6 +21,16 @@ class BarlowTwinsParams(ProjectorParams):
     proj_dim: int = 2048
     # FAIR main.py's `--lambd` default (the paper quotes 5e-3), tuned with D = 8192.
     lambda_offdiag: float = 0.0051
+    # Multiplies the whole loss: solo-learn's `method_kwargs.scale_loss` (solo/losses/barlow.py; its recipes:
+    # 0.1 on CIFAR and ImageNet-100, 0.048 on ImageNet). 1 is the paper's loss, Eq. 1. CompMod's lambda1
+    # weighs L_mcr against the scaled loss.
+    scale_loss: float = 1.0
+
+    def checks(self, batch_size: int) -> list[tuple[bool, str, Any, str]]:
+        return [
+            *super().checks(batch_size),
+            (self.scale_loss > 0, "scale_loss", self.scale_loss, "a float > 0"),
+        ]
 
 
 @register_method("barlow_twins", BarlowTwinsParams, "barlow_twins")
@@ -30,4 +41,4 @@ def build_barlow_twins(backbone: nn.Module, feat_dim: int, params: BarlowTwinsPa
             "expected a number >= 0"
         )
     head = projector(feat_dim, params.proj_hidden_dim, params.proj_dim, params.proj_layers)
-    return TwoViewMethod(backbone, feat_dim, head, BarlowTwinsLoss(params.lambda_offdiag))
+    return TwoViewMethod(backbone, feat_dim, head, BarlowTwinsLoss(params.lambda_offdiag, params.scale_loss))
