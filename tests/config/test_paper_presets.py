@@ -1,22 +1,27 @@
-"""Every paper preset (configs/paper/<dataset>/<method>[+compmod].yaml) trains 2 steps on a tiny copy of
-its dataset, written to tmp_path in the real on-disk format. Only sizes are overridden (steps, batch, the
-ImageNet presets' image size, ImageNet Barlow Twins' projector width), never the method or backbone."""
+"""Every paper preset (configs/paper/<dataset>/<method>[+compmod].yaml) holds, value for value, the recipe its
+header names (tests/config/paper_recipes.py: source file and commit, GPU count, every compmod key), and trains
+2 steps on a tiny copy of its dataset, written to tmp_path in the real on-disk format. The 2-step runs
+override only sizes (steps, batch, the ImageNet presets' image size, ImageNet Barlow Twins' projector width),
+never the method or backbone."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from tests.config.paper_recipes import RECIPES, Preset, presets
 from tests.dataset_writers import write_cifar100, write_imagenet, write_stl10, write_tiny_imagenet
 from tests.helpers import write_cifar10
 
 from compmod.config import load_config
+from compmod.config.schema import Config
 from compmod.data.datasets.imagenet import imagenet100_classes
 from compmod.engine.trainer import Trainer, checkpoint_path
-
-pytestmark = pytest.mark.slow
 
 PRESETS = sorted(Path("configs/paper").rglob("*.yaml"))
 DATASETS = ["cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet100", "imagenet"]
@@ -46,12 +51,84 @@ def _write(dataset: str, root: Path) -> Path:
 def test_paper_presets_cover_every_dataset_and_method() -> None:
     names = {p.relative_to("configs/paper").as_posix() for p in PRESETS}
     assert names == {f"{d}/{m}{s}.yaml" for d in DATASETS for m in METHODS for s in ("", "+compmod")}
+    assert names == {f"{p.name}.yaml" for p in TABLE}
 
 
 def _id(preset: Path) -> str:
     return preset.relative_to("configs/paper").with_suffix("").as_posix()
 
 
+TABLE = presets()
+
+
+def _value(cfg: Config, key: str) -> Any:
+    """The config value at dotted `key`; `method.x` is the method's own parameter x (but `method.name`)."""
+    node: Any = cfg
+    parts = key.split(".")
+    if parts[0] == "method" and parts[1] != "name":
+        node, parts = cfg.method.params, parts[1:]
+    for part in parts:
+        node = getattr(node, part)
+    return node
+
+
+def _header(path: Path) -> str:
+    """The preset's leading comment block."""
+    lines = path.read_text().splitlines()
+    return "\n".join(line for line in lines[: next(i for i, s in enumerate(lines) if not s.startswith("#"))])
+
+
+@pytest.mark.parametrize("preset", TABLE, ids=lambda p: p.name)
+def test_paper_preset_holds_its_recipe_value_for_value(preset: Preset) -> None:
+    cfg = load_config(Path("configs/paper") / f"{preset.name}.yaml")
+    wrong = {}
+    for key, want in preset.values.items():
+        have = _value(cfg, key)
+        # exact: floats as written, and of the same type (1 is not 1.0, a list is not a tuple)
+        if have != want or type(have) is not type(want):
+            wrong[key] = (have, want)
+    assert not wrong, f"{preset.name}: key: (preset, recipe table) {wrong}"
+
+
+@pytest.mark.parametrize("preset", TABLE, ids=lambda p: p.name)
+def test_paper_preset_header_names_its_source_and_gpus(preset: Preset) -> None:
+    path = Path("configs/paper") / f"{preset.name}.yaml"
+    header = _header(path)
+    recipe = preset.recipe
+    assert f"github.com/{recipe.source.repo}" in header
+    assert f"#   {recipe.source.ref}\n#   {recipe.augmentations.ref}\n" in header
+    sized = re.findall(r"Sized for (\d+) GPUs?\b", header)
+    assert sized == [str(recipe.gpus)], sized
+    assert f"{preset.values['train.batch_size'] // recipe.gpus} per GPU" in header
+    assert "# Deviations (" in header and "\n#   - " in header
+    # every augmentation value is written out in the file, per view (none comes from augment.preset)
+    raw = yaml.safe_load(path.read_text())
+    for key in preset.values:
+        if key.startswith("augment.view"):
+            _, view, name = key.split(".")
+            assert name in raw["augment"][view], (preset.name, key)
+    assert "preset" not in raw["augment"]
+
+
+def test_compmod_presets_are_their_baselines_with_compmod_on() -> None:
+    for base in (p for p in PRESETS if not p.stem.endswith("+compmod")):
+        on = yaml.safe_load(base.with_name(f"{base.stem}+compmod.yaml").read_text())
+        off = yaml.safe_load(base.read_text())
+        assert on.pop("compmod") == {"enabled": True} and "compmod" not in off
+        assert on["train"].pop("run_dir") == off["train"].pop("run_dir") + "+compmod"
+        assert on == off, base
+
+
+def test_docs_table_lists_every_preset_with_its_source() -> None:
+    """docs/presets.md names every preset file and every recipe's source file@commit."""
+    doc = Path("docs/presets.md").read_text()
+    for preset in TABLE:
+        assert f"`{preset.name}`" in doc, preset.name
+    for recipe in RECIPES.values():
+        assert recipe.source.ref in doc and recipe.augmentations.ref in doc, recipe.source.ref
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS, ids=_id)
 def test_paper_preset_trains_two_steps(preset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMPMOD_CACHE_DIR", str(tmp_path / "cache"))
