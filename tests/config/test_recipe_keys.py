@@ -67,10 +67,6 @@ def test_warmup_start_lr_config_key():
         load_config(None, ["train.warmup_start_lr=-0.1"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/trainer.py calls warmup_cosine without start_lr=cfg.warmup_start_lr (not wired yet)",
-)
 def test_trainer_starts_warmup_at_warmup_start_lr(cifar10_root: Path, tmp_path: Path):
     cfg = load_config(
         None,

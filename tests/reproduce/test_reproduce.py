@@ -88,18 +88,21 @@ def _record(seen):
 
 
 def _assert_from_preset(cfg, preset: Path) -> None:
-    """Every value the preset file sets (read here as plain YAML) is in the cell's config, but run_dir."""
-    raw = yaml.safe_load(preset.read_text())
-    for section, values in raw.items():
-        have = getattr(cfg, section)
+    """Every value the preset file sets (read here as plain YAML, nested sections such as train.lars and
+    augment.view1 too) is in the cell's config, but run_dir."""
+
+    def check(have, values: dict, path: tuple[str, ...]) -> None:
         for key, value in values.items():
-            if (section, key) == ("train", "run_dir"):
+            if path + (key,) == ("train", "run_dir"):
                 continue
-            if section == "method" and key != "name":  # a method's own parameters live in method.params
-                have_value = getattr(have.params, key)
+            node = have.params if path == ("method",) and key != "name" else have  # a method's own parameters
+            got = getattr(node, key)
+            if isinstance(value, dict):
+                check(got, value, path + (key,))
             else:
-                have_value = getattr(have, key)
-            assert have_value == value, (preset, section, key)
+                assert (list(got) if isinstance(got, tuple) else got) == value, (preset, *path, key)
+
+    check(cfg, yaml.safe_load(preset.read_text()), ())
 
 
 def test_paper_scale_starts_each_cell_from_its_methods_preset(tmp_path):

@@ -3,11 +3,10 @@
 The trained weights are exported as safetensors to `<run_dir>/weights/` (backbone.safetensors,
 model.safetensors). Checkpoints are written (by rank 0, atomically) at every epoch end, every
 `train.checkpoint_every` steps, at `train.max_steps`, and when SIGTERM/SIGINT arrives (then the run
-stops cleanly). A checkpoint holds
-everything a run depends on, so a run resumed from it ends with exactly the weights of an uninterrupted
-one: model (with EMA teachers, queues and step buffers), optimiser, CompMod's head, optimiser, lambda
-warm-up step and generator, the AMP scaler, every RNG state in use, and the position in the data order
-(epoch, batch; the order itself is a seeded function of the epoch).
+stops cleanly). A checkpoint holds everything a run depends on, so a run resumed from it ends with exactly
+the weights of an uninterrupted one: model (with EMA teachers, queues and step buffers), optimiser,
+CompMod's head, optimiser, lambda warm-up step and generator, the AMP scaler, every RNG state in use, and
+the position in the data order (epoch, batch; the order itself is a seeded function of the epoch).
 
 Data parallel: `train.batch_size` is the global batch. Every rank draws the same global batch indices and
 the same augmentation parameters for it, then takes its equal share of both (`distributed.local_rows`),
@@ -114,6 +113,7 @@ class Trainer:
         )
         self.batches = BatchSource(self.data.images, self.device)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        self.min_lr = cfg.train.lr * cfg.train.min_lr_ratio
         self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.state = RunState()
         # online kNN + representation diagnostics every eval.monitor_every epochs (rank 0 logs them)
@@ -224,7 +224,14 @@ class Trainer:
         t0, seen, done, sums = time.perf_counter(), 0, 0, {}
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            lr = warmup_cosine(self.state.step, self.total_steps, warmup, cfg.lr, cfg.lr * cfg.min_lr_ratio)
+            lr = warmup_cosine(
+                self.state.step,
+                self.total_steps,
+                warmup,
+                cfg.lr,
+                cfg.lr * cfg.min_lr_ratio,
+                cfg.warmup_start_lr,
+            )
             x1, x2 = self._views(idx)
             total, parts = self.step_fn.forward(x1, x2)
             loss = float(total.detach())
