@@ -1,13 +1,14 @@
 """Is CompMod's bi-level update stable at the paper presets' learning rates? 50 steps of each
 `configs/paper/cifar10/*+compmod.yaml` on generated CIFAR-10-format data, at the peak learning rate.
 
-    python -m benchmarks.meta_stability [--steps 50] [--batch 32] [--variants sgd adam]
+    python -m benchmarks.meta_stability [--steps 50] [--batch 32] [--variants plain sgd adam]
 
 Each preset runs as written (ResNet-18, its optimiser, LARS rule and lr, its CompMod keys) except: the batch
 is `--batch` (CPU-sized), warm-up is 0 epochs so every step runs at the peak lr, evaluation is off, and
 `compmod.meta.optimizer` / `compmod.meta.lr` take each variant (sgd: xi trained at the main lr, the
-default; adam: Adam at 1e-3). Reported per run: whether every logged loss and hypergradient norm is finite,
-the first and last loss, the largest hypergradient norm, and the wall-clock. Writes
+default; adam: Adam at 1e-3; plain: CompMod off, the reference a CompMod run is compared with).
+Reported per run: whether every logged loss and hypergradient norm is finite, the first and last loss,
+the largest hypergradient norm, and the wall-clock. Writes
 `benchmarks/results/meta_stability.md`. Data: `compmod.data.datasets.synthetic.write_cifar10` (1,600
 training images, class-dependent squares), in a temporary folder.
 """
@@ -30,6 +31,7 @@ from compmod.engine.run import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
+    "plain": ["compmod.enabled=false"],  # the method without CompMod: the reference for "diverges"
     "sgd": ["compmod.meta.optimizer=sgd"],
     "adam": ["compmod.meta.optimizer=adam", "compmod.meta.lr=0.001"],
 }
