@@ -2,22 +2,25 @@
 
 Memory is measured, not modelled: real training steps (the config's method, CompMod and meta mode,
 optimiser, precision and channels_last, random images of the preset's size) on the current device, first
-one at batch 2 so that gradients and optimiser state exist, then at two small per-device batches b0 < b1.
-The growth of the peak between them gives the activation memory per image, s = (peak(b1) - peak(b0)) /
-(b1 - b0); the prediction at the run's per-device batch B = `train.batch_size / gpus` is parameters +
-gradients + optimiser state + s B. On CUDA the peak is `torch.cuda.max_memory_allocated`; on CPU the
-process's peak resident memory (`ru_maxrss`, which never decreases, so each step is measured by how much
-it raises it). A CUDA run adds its context (~0.5 GiB) and cuDNN workspaces on top.
+one at batch 2 so that gradients and optimiser state exist, then two at each of two small per-device
+batches b0 < b1 (the first of each pair warms the kernels' caches for that shape; the second is measured).
+A step's peak is the most memory its tensors hold above what was live before it: on CUDA
+`torch.cuda.max_memory_allocated` (absolute, model included), on CPU the running sum of the allocations
+and frees the torch profiler records (`profile_memory=True`), in time order. Activations grow linearly
+with the batch: s = (peak(b1) - peak(b0)) / (b1 - b0) per image, and at the run's per-device batch
+B = `train.batch_size / gpus` the prediction is peak(b1) + s (B - b1), plus on CPU the parameters,
+gradients and optimiser state. A CUDA run adds its context (~0.5 GiB) and cuDNN workspaces on top.
 """
 
 from __future__ import annotations
 
 import os
-import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from compmod.config.schema import Config
 from compmod.data.datasets.base import dataset_search_paths
@@ -51,6 +54,7 @@ class Plan:
     cache_bytes: int  # the decoded uint8 store at data.image_size
     device: str
     batches: tuple[int, int]
+    peaks: tuple[int, int]  # the step's peak at `batches` (see the module docstring)
     per_image: float  # activation bytes per image of the per-device batch
     model_bytes: int  # parameters + gradients + optimiser state
     per_device_batch: int
@@ -78,7 +82,7 @@ class Plan:
         ]
 
 
-def make_plan(cfg: Config, gpus: int = 1, batches: tuple[int, int] = (4, 8)) -> Plan:
+def make_plan(cfg: Config, gpus: int = 1, batches: tuple[int, int] = (8, 16)) -> Plan:
     """Measure and extrapolate (see the module docstring). `gpus` divides `train.batch_size`."""
     if gpus < 1 or cfg.train.batch_size % gpus:
         raise ValueError(f"--gpus {gpus} must be >= 1 and divide train.batch_size {cfg.train.batch_size}")
@@ -90,7 +94,8 @@ def make_plan(cfg: Config, gpus: int = 1, batches: tuple[int, int] = (4, 8)) -> 
     size = cfg.data.image_size or native
     per_epoch = images // cfg.train.batch_size
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model_bytes, per_image = _measure(cfg, channels, size, device, batches)
+    model_bytes, peaks = _measure(cfg, channels, size, device, batches)
+    per_image = max(0.0, (peaks[1] - peaks[0]) / (batches[1] - batches[0]))
     per_device = cfg.train.batch_size // gpus
     return Plan(
         images=images,
@@ -102,17 +107,20 @@ def make_plan(cfg: Config, gpus: int = 1, batches: tuple[int, int] = (4, 8)) -> 
         cache_bytes=images * channels * size * size,
         device=str(device),
         batches=batches,
+        peaks=peaks,
         per_image=per_image,
         model_bytes=model_bytes,
         per_device_batch=per_device,
-        predicted=model_bytes + round(per_image * per_device),
+        predicted=(model_bytes if device.type == "cpu" else 0)
+        + peaks[1]
+        + round(per_image * (per_device - batches[1])),
     )
 
 
 def _measure(
     cfg: Config, channels: int, size: int, device: torch.device, batches: tuple[int, int]
-) -> tuple[int, float]:
-    """(parameters + gradients + optimiser state in bytes, activation bytes per image)."""
+) -> tuple[int, tuple[int, int]]:
+    """(parameters + gradients + optimiser state in bytes, the step's peak at each of `batches`)."""
     torch.manual_seed(0)
     method = build_method(cfg, channels, size).to(device)
     compmod = build_compmod(cfg, method, steps_per_epoch=1000)
@@ -127,15 +135,17 @@ def _measure(
         channels_last=cfg.train.channels_last,
     )
 
-    def peak_after(b: int) -> int:
+    def run(b: int) -> None:
         x = [step.prepare(torch.rand(b, channels, size, size, device=device)) for _ in range(2)]
         step.step(x[0], x[1], lr=cfg.train.lr)
-        return _peak(device)
 
-    peak_after(2)  # gradients and optimiser state exist from here on
+    run(2)  # gradients and optimiser state exist from here on
     model_bytes = sum(t.numel() * t.element_size() for t in _state_tensors(step.optimizer, method))
-    p0, p1 = peak_after(batches[0]), peak_after(batches[1])
-    return model_bytes, max(0.0, (p1 - p0) / (batches[1] - batches[0]))
+    peaks = []
+    for b in batches:
+        run(b)  # kernels and caches for this shape
+        peaks.append(_step_peak(device, lambda b=b: run(b)))
+    return model_bytes, (peaks[0], peaks[1])
 
 
 def _state_tensors(optimizer: torch.optim.Optimizer, method: torch.nn.Module) -> list[torch.Tensor]:
@@ -145,11 +155,19 @@ def _state_tensors(optimizer: torch.optim.Optimizer, method: torch.nn.Module) ->
     return [*params, *grads, *state]
 
 
-def _peak(device: torch.device) -> int:
-    """Peak bytes so far: allocated by torch on CUDA, the process's peak resident memory on CPU."""
+def _step_peak(device: torch.device, run: Callable[[], None]) -> int:
+    """The peak bytes `run` holds: allocated on CUDA (absolute), above what was live before it on CPU."""
     if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
 
 
 def _on_disk(name: str, root: str | None) -> tuple[Path, int] | None:
