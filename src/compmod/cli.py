@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from compmod.errors import CompmodError, ConfigError, FileSystemError, TrainingInterrupted
+from compmod.errors import CompmodError, FileSystemError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
 
@@ -174,9 +174,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from compmod.engine.plan import make_plan
 
     cfg = load_config(args.config, args.overrides)
-    if args.gpus < 1 or cfg.train.batch_size % args.gpus:
-        batch = cfg.train.batch_size
-        raise ConfigError(f"--gpus {args.gpus} is not accepted; expected a divisor of batch_size {batch}")
     for line in make_plan(cfg, args.gpus).lines(args.gpus, args.gpu_memory):
         print(line)
     return 0

@@ -16,6 +16,7 @@ from tests.dataset_writers import cifar_batch, dump_pickle, write_stl
 
 from compmod.data.datasets import DATASETS, ImageDataset, dataset_search_paths, load_dataset
 from compmod.data.datasets.convert import convert_channels, resize_images
+from compmod.data.datasets.synthetic import CIFAR10_NAMES
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -171,18 +172,7 @@ def cifar10_dir(tmp_path: Path) -> Path:
             cifar_batch(rng, 3, b"labels", 10), folder / f"data_batch_{i}", protocol=2 if i % 2 else 5
         )
     dump_pickle(cifar_batch(rng, 4, b"labels", 10), folder / "test_batch")
-    names = [
-        b"airplane",
-        b"automobile",
-        b"bird",
-        b"cat",
-        b"deer",
-        b"dog",
-        b"frog",
-        b"horse",
-        b"ship",
-        b"truck",
-    ]
+    names = list(CIFAR10_NAMES)
     dump_pickle({b"label_names": names, b"num_cases_per_batch": 3}, folder / "batches.meta")
     return folder
 

@@ -7,6 +7,7 @@ from tests.helpers import run_cli
 
 from compmod.config import load_config
 from compmod.engine.plan import GiB, make_plan
+from compmod.errors import ConfigError
 
 SMALL = [
     "data.name=fashion_mnist",
@@ -68,5 +69,5 @@ def test_cli_plan_prints_the_plan_and_rejects_a_gpu_count_that_does_not_divide_t
 
 @pytest.mark.parametrize("gpus", [0, 5])
 def test_make_plan_rejects_bad_gpu_counts(gpus):
-    with pytest.raises(ValueError, match="--gpus"):
+    with pytest.raises(ConfigError, match="--gpus"):
         make_plan(load_config(None, SMALL), gpus=gpus)

@@ -27,6 +27,7 @@ from compmod.data.datasets.base import dataset_search_paths
 from compmod.engine.builders import build_compmod, build_method
 from compmod.engine.optim import build_optimizer
 from compmod.engine.step import TrainStep
+from compmod.errors import ConfigError
 
 # Images in the split each dataset pretrains on, channels and the size `data.image_size: null` loads them
 # at (standard sizes of the releases; STL-10: train + unlabeled; ImageNet-100: the CMC class list of
@@ -85,10 +86,14 @@ class Plan:
 def make_plan(cfg: Config, gpus: int = 1, batches: tuple[int, int] = (8, 16)) -> Plan:
     """Measure and extrapolate (see the module docstring). `gpus` divides `train.batch_size`."""
     if gpus < 1 or cfg.train.batch_size % gpus:
-        raise ValueError(f"--gpus {gpus} must be >= 1 and divide train.batch_size {cfg.train.batch_size}")
+        batch = cfg.train.batch_size
+        raise ConfigError(f"--gpus {gpus} is not accepted; expected a divisor of batch_size {batch}")
     name = cfg.data.name
     if name not in PRETRAIN_IMAGES:
-        raise ValueError(f"compmod plan knows the sizes of {', '.join(PRETRAIN_IMAGES)}; not of {name!r}")
+        known = ", ".join(PRETRAIN_IMAGES)
+        raise ConfigError(
+            f"data.name {name!r} is not accepted by compmod plan; it knows the sizes of {known}"
+        )
     images, channels, native = PRETRAIN_IMAGES[name]
     channels = cfg.data.channels or channels
     size = cfg.data.image_size or native
