@@ -74,8 +74,10 @@ class LARS(torch.optim.Optimizer):
     @torch.no_grad()
     def direction(self, p: torch.Tensor, grad: torch.Tensor, group: dict) -> torch.Tensor:
         """d for parameter `p` of `group` with gradient `grad` (see the class docstring)."""
+        if group.get("lars_exclude", False):  # biases and norms: the plain gradient, no extra kernels
+            return grad
         ratio, wd = self.trust(p, grad, group)
-        return (grad + wd * p).mul_(ratio)
+        return torch.addcmul(grad, wd, p).mul_(ratio)
 
     @torch.no_grad()
     def trust(self, p: torch.Tensor, grad: torch.Tensor, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
