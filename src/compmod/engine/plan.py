@@ -6,14 +6,17 @@ one at batch 2 so that gradients and optimiser state exist, then two at each of 
 batches b0 < b1 (the first of each pair warms the kernels' caches for that shape; the second is measured).
 A step's peak is the most memory its tensors hold above what was live before it: on CUDA
 `torch.cuda.max_memory_allocated` (absolute, model included), on CPU the running sum of the allocations
-and frees the torch profiler records (`profile_memory=True`), in time order. Activations grow linearly
-with the batch: s = (peak(b1) - peak(b0)) / (b1 - b0) per image, and at the run's per-device batch
-B = `train.batch_size / gpus` the prediction is peak(b1) + s (B - b1), plus on CPU the parameters,
-gradients and optimiser state. A CUDA run adds its context (~0.5 GiB) and cuDNN workspaces on top.
+and frees the torch profiler records (`profile_memory=True`), in time order, least of three replays.
+Activations grow linearly with the batch: s = (peak(b1) - peak(b0)) / (b1 - b0) per image, and at the
+run's per-device batch B = `train.batch_size / gpus` the prediction is peak(b1) + s (B - b1), plus on CPU
+the parameters, gradients and optimiser state.
+A CUDA run adds its context (~0.5 GiB) and cuDNN workspaces on top.
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -160,19 +163,26 @@ def _state_tensors(optimizer: torch.optim.Optimizer, method: torch.nn.Module) ->
     return [*params, *grads, *state]
 
 
-def _step_peak(device: torch.device, run: Callable[[], None]) -> int:
-    """The peak bytes `run` holds: allocated on CUDA (absolute), above what was live before it on CPU."""
+def _step_peak(device: torch.device, run: Callable[[], None], repeats: int = 3) -> int:
+    """The peak bytes `run` holds: allocated on CUDA (absolute), above what was live before it on CPU.
+
+    On CPU the profiler's allocation records are replayed in time order. It drops the frees of blocks
+    allocated before it started and, now and then, of a block freed outside the profiled thread, so one
+    replay can only overstate the peak: the least of `repeats` replays (gc collected first) is kept.
+    """
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         run()
         return torch.cuda.max_memory_allocated(device)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak
+    peaks = []
+    for _ in range(repeats):
+        gc.collect()
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run()
+        events = prof.profiler.kineto_results.events()
+        records = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+        peaks.append(max(itertools.accumulate((n for _, n in records), initial=0)))
+    return min(peaks)
 
 
 def _on_disk(name: str, root: str | None) -> tuple[Path, int] | None:
