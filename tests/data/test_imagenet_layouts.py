@@ -18,7 +18,7 @@ from tests.dataset_writers import (
     write_tiny_imagenet,
 )
 
-from compmod.data.datasets import jpeg, load_dataset
+from compmod.data.datasets import jpeg, load_dataset, store
 from compmod.data.datasets.folder import _decode_all
 from compmod.data.datasets.imagenet import IMAGENET100_FILE, imagenet100_classes
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
@@ -176,10 +176,10 @@ def test_bad_jpeg_fails_naming_the_file(imagenet: Path, cache: Path) -> None:
         load_dataset("imagenet", "train", root=str(imagenet), image_size=8)
     msg = _one_line(err)
     assert msg.startswith(f"cannot decode image {bad[0]}: Truncated File Read") and msg.endswith(HINT)
-    assert not list(cache.iterdir())  # nothing cached, no temporary file left
+    assert not list((cache / "stores").iterdir())  # no store, no temporary folder left
 
 
-def test_bad_jpeg_skipped_logged_and_cached(
+def test_bad_jpeg_skipped_logged_and_stored(
     imagenet: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad = _bad_imagenet(imagenet)
@@ -191,17 +191,17 @@ def test_bad_jpeg_skipped_logged_and_cached(
     for path, message in zip(bad, messages[:2], strict=True):
         assert message.startswith(f"skipping unreadable image {path}: ")
     assert messages[2].startswith("skipped 2 of 10 images of split 'train'") and len(messages) == 3
-    # From the cache: the same images and skipped files under "skip", the same error under "fail".
-    monkeypatch.setattr(jpeg, "decode_files", _no_decoding)
+    # From the store: the same images and skipped files under "skip", the same error under "fail".
+    monkeypatch.setattr(store, "decode_views", _no_decoding)
     again = load_dataset("imagenet", "train", root=str(imagenet), image_size=8, on_bad_image="skip")
     assert torch.equal(again.images, ds.images) and again.skipped == ds.skipped
     with pytest.raises(DataError, match=f"cannot decode image {bad[0]}: Truncated File Read"):
         load_dataset("imagenet", "train", root=str(imagenet), image_size=8)
 
 
-# ----------------------------------------------------------------------------- decode cache
+# ----------------------------------------------------------------------------- the prepared store
 def _no_decoding(*args, **kwargs):
-    raise AssertionError("decoded again instead of reading the cache")
+    raise AssertionError("decoded again instead of reading the store")
 
 
 def _mapped_from(t: torch.Tensor, path: Path) -> bool:
@@ -214,45 +214,54 @@ def _mapped_from(t: torch.Tensor, path: Path) -> bool:
     return False
 
 
-def test_cache_is_reused_and_invalidated_by_the_file_list(
+STORE_FILES = [
+    "meta.json",
+    "train.eval.bin",
+    "train.images.bin",
+    "train.index.npy",
+    "train.labels.npy",
+    "val.eval.bin",
+    "val.labels.npy",
+]
+
+
+def test_store_is_reused_and_invalidated_by_the_file_list(
     imagenet: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = load_dataset("imagenet", "pretrain", root=str(imagenet), image_size=8)
-    (npy,) = cache.glob("*.npy")
-    assert npy.name.startswith("imagenet-train-8px-3ch-") and npy.with_suffix(".json").is_file()
-    assert sorted(p.suffix for p in cache.iterdir()) == [".json", ".npy"]  # no temporary file left
+    (folder,) = (cache / "stores").iterdir()  # one store (train/ and val/), no temporary folder left
+    assert folder.name.startswith("imagenet-9s-8px-3ch-")  # shorter side 8 / 0.875 = 9
+    assert sorted(p.name for p in folder.iterdir()) == STORE_FILES
     with monkeypatch.context() as m:
-        m.setattr(jpeg, "decode_files", _no_decoding)
-        train = load_dataset("imagenet", "train", root=str(imagenet), image_size=8)  # shares train/'s
+        m.setattr(store, "decode_views", _no_decoding)
+        train = load_dataset("imagenet", "train", root=str(imagenet), image_size=8)  # the same store
         assert torch.equal(train.images, first.images) and torch.equal(train.labels, first.labels)
+        assert load_dataset("imagenet", "test", root=str(imagenet), image_size=8).labels.tolist() == [0, 1, 2]
         if Path("/proc/self/maps").is_file():  # the split is the memory-mapped file, not a copy
-            assert _mapped_from(train.images, npy) and _mapped_from(first.images, npy)
-        for other in ({"image_size": 16}, {"channels": 1}):  # another size or channel count: another file
+            assert _mapped_from(train.images, folder / "train.eval.bin")
+        for other in ({"image_size": 16}, {"channels": 1}, {"store_side": 12}):  # another store
             with pytest.raises(AssertionError, match="decoded again"):
                 load_dataset("imagenet", "train", root=str(imagenet), **{"image_size": 8, **other})
         new = write_jpeg(imagenet / "train/n01440764/new.JPEG", COLOURS[0])  # another file list
         with pytest.raises(AssertionError, match="decoded again"):
             load_dataset("imagenet", "train", root=str(imagenet), image_size=8)
-        new.unlink()  # the same list again: the same cache
+        new.unlink()  # the same list again: the same store
         again = load_dataset("imagenet", "train", root=str(imagenet), image_size=8)
         assert torch.equal(again.images, first.images)
-        os.utime(imagenet / "train/n01440764/n01440764_0.JPEG", ns=(1, 1))  # a file changed
+        os.utime(imagenet / "val/n01440764/ILSVRC2012_val_00.JPEG", ns=(1, 1))  # a val file changed
         with pytest.raises(AssertionError, match="decoded again"):
             load_dataset("imagenet", "train", root=str(imagenet), image_size=8)
     changed = load_dataset("imagenet", "train", root=str(imagenet), image_size=8)
-    assert torch.equal(changed.images, first.images) and not npy.exists()  # the stale cache is gone
-    assert len(list(cache.glob("imagenet-train-8px-3ch-*.npy"))) == 1
+    assert torch.equal(changed.images, first.images) and not folder.exists()  # the stale store is gone
+    assert len(list((cache / "stores").glob("imagenet-9s-8px-3ch-*"))) == 1
 
 
-def test_cache_folder_not_writable_decodes_in_memory(
-    imagenet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_store_folder_not_writable_is_one_line(imagenet: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv("COMPMOD_CACHE_DIR", str(blocker / "cache"))  # below a file: mkdir fails
-    with caplog.at_level(logging.WARNING, logger="compmod.data"):
-        ds = load_dataset("imagenet", "test", root=str(imagenet), image_size=8)
-    assert ds.labels.tolist() == [0, 1, 2] and "cannot write the decode cache" in caplog.text
+    with pytest.raises(DataError) as err:  # below a file: mkdir fails
+        load_dataset("imagenet", "test", root=str(imagenet), image_size=8, store_dir=str(blocker / "s"))
+    assert "cannot write the store" in _one_line(err) and "data.store_dir" in str(err.value)
 
 
 # ----------------------------------------------------------------------------- JPEG fast path

@@ -113,33 +113,40 @@ class AugmentParams:
 
 def sample_crop_boxes(
     n: int,
-    height: int,
-    width: int,
+    height: int | torch.Tensor,
+    width: int | torch.Tensor,
     scale: Sequence[float],
     ratio: Sequence[float],
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(n, 4) boxes (cx, cy, w, h) as torchvision's RandomResizedCrop.get_params, vectorised over samples."""
-    area = float(height * width)
+    """(n, 4) boxes (cx, cy, w, h) as torchvision's RandomResizedCrop.get_params, vectorised over samples.
+
+    `height`, `width`: the source size, one for all or an (n,) tensor (images of their own sizes)."""
+    height = torch.as_tensor(height, dtype=torch.float32).expand(n)
+    width = torch.as_tensor(width, dtype=torch.float32).expand(n)
+    area = (height * width)[:, None]
     s = scale[0] + (scale[1] - scale[0]) * torch.rand(n, CROP_TRIES, generator=generator)
     r = ops_.log_uniform(ratio[0], ratio[1], (n, CROP_TRIES), generator)
     w, h = torch.sqrt(area * s * r), torch.sqrt(area * s / r)
-    valid = (w <= width) & (h <= height)
+    valid = (w <= width[:, None]) & (h <= height[:, None])
     first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)  # first valid try (0 if none)
     w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
     in_ratio = width / height  # centre-crop fallback when no try is valid
-    if in_ratio < ratio[0]:
-        fw, fh = float(width), width / ratio[0]
-    elif in_ratio > ratio[1]:
-        fw, fh = height * ratio[1], float(height)
-    else:
-        fw, fh = float(width), float(height)
+    narrow, wide = in_ratio < ratio[0], in_ratio > ratio[1]
+    fw = torch.where(wide, height * ratio[1], width)
+    fh = torch.where(narrow, width / ratio[0], height)
     ok = valid.any(dim=1)
     w, h = torch.where(ok, w, fw), torch.where(ok, h, fh)
     pos = torch.rand(n, 2, generator=generator)
     cx = torch.where(ok, w / 2 + pos[:, 0] * (width - w), width / 2)
     cy = torch.where(ok, h / 2 + pos[:, 1] * (height - h), height / 2)
     return torch.stack([cx, cy, w, h], dim=1)
+
+
+def full_boxes(height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """(n, 4) boxes (cx, cy, w, h) covering each whole image (crop off, images of their own sizes)."""
+    h, w = height.to(torch.float32), width.to(torch.float32)
+    return torch.stack([w / 2, h / 2, w, h], dim=1)
 
 
 def _mask(p: float, n: int, generator: torch.Generator | None) -> torch.Tensor | None:
@@ -165,12 +172,20 @@ def sample_cutout_boxes(
 
 
 def sample_params(
-    view: ViewAugment, n: int, height: int, width: int, size: int, generator: torch.Generator | None = None
+    view: ViewAugment,
+    n: int,
+    height: int | torch.Tensor,
+    width: int | torch.Tensor,
+    size: int,
+    generator: torch.Generator | None = None,
 ) -> AugmentParams:
-    """Draw one batch's parameters for `view` (source images height x width, output size x size)."""
+    """Draw one batch's parameters for `view` (source images height x width, output size x size; (n,)
+    tensors for images of their own sizes, which always get a box, the whole image when crop is off)."""
     g, v, p = generator, view, AugmentParams()
     if v.crop:
         p.box = sample_crop_boxes(n, height, width, v.crop_scale, v.crop_ratio, g)
+    elif isinstance(height, torch.Tensor):
+        p.box = full_boxes(height, torch.as_tensor(width))
     p.flip = _mask(v.flip_prob, n, g)
     rotate = _mask(v.rotation_prob, n, g)
     if rotate is not None:

@@ -6,12 +6,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 
 from compmod.errors import DatasetNotFoundError
 from compmod.registry import Registry
+
+if TYPE_CHECKING:  # the store's module imports this one
+    from compmod.data.datasets.store import VariableImages
 
 SPLITS: tuple[str, ...] = ("pretrain", "train", "test")
 """pretrain: images for self-supervised pretraining (labels may be -1); train: labelled train split
@@ -35,6 +38,8 @@ class ImageDataset:
         name: the registry name of the dataset.
         skipped: paths of the unreadable image files left out under ``on_bad_image="skip"`` (empty
             otherwise, and for datasets stored as arrays rather than one file per image).
+        variable: for the pretrain split of a prepared store (ImageNet), the same images at their own
+            aspect ratio, from which training crops are taken; `images` then holds their evaluation view.
     """
 
     images: torch.Tensor
@@ -44,19 +49,22 @@ class ImageDataset:
     std: tuple[float, ...]
     name: str
     skipped: tuple[str, ...] = ()
+    variable: VariableImages | None = None  # the pretrain images at their own sizes (a prepared store)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
 
 class RawSplit(NamedTuple):
-    """What a loader returns: images (N, C, H, W) uint8, labels (N,) int64, class names, and the paths
-    of the image files it skipped as unreadable (``on_bad_image="skip"``)."""
+    """What a loader returns: images (N, C, H, W) uint8, labels (N,) int64, class names, the paths
+    of the image files it skipped as unreadable (``on_bad_image="skip"``), and for the pretrain split of
+    a prepared store the same images at their own sizes (`store.VariableImages`), for training crops."""
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
     skipped: tuple[str, ...] = ()
+    variable: VariableImages | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class LoadOptions:
     """What `load_dataset` was asked for beyond the split. `image_size` and `channels` are hints a
     loader may apply while decoding (the folder loader does); `load_dataset` converts whatever comes
     back, so other loaders return native images. `holdout_fraction`/`seed`: folders without a test split.
+    `store_side`, `store_dir`, `prepare`, `workers`: prepared stores (`store`).
     `on_bad_image`: what a loader reading one file per image does with a file it cannot decode, "fail"
     (a `DataError`) or "skip" (leave it out, log it, list it in `RawSplit.skipped`); see
     `BAD_IMAGE_POLICIES`."""
@@ -73,6 +82,10 @@ class LoadOptions:
     holdout_fraction: float = 0.1
     seed: int = 0
     on_bad_image: str = "fail"
+    store_side: int | None = None  # prepared stores: the stored shorter side (None: image_size / 0.875)
+    store_dir: str | None = None  # where prepared stores live (None: next to the decode cache)
+    prepare: bool = True  # decode a missing store now (False under torchrun: an error naming the command)
+    workers: int = 1  # processes decoding a store
 
 
 class Loader(Protocol):

@@ -113,7 +113,7 @@ def _decode_to_cache(path: Path, files: Sequence[Path], shape: tuple[int, ...], 
     return bad_str
 
 
-def _readonly_tensor(arr: np.ndarray) -> torch.Tensor:
+def readonly_tensor(arr: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():  # torch warns that the memory-mapped array is not writable
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(arr)
@@ -167,7 +167,7 @@ def decoded_split(
         arr, _, bad_paths = jpeg.decode_files(files, size, channels, skip)
         images, bad = torch.from_numpy(arr), {str(p): r for p, r in bad_paths.items()}
     else:
-        images, bad = _readonly_tensor(cached[0]), cached[1]
+        images, bad = readonly_tensor(cached[0]), cached[1]
     if bad and not skip:  # a split cached under "skip" still fails under "fail", as decoding would
         first, reason = next(iter(bad.items()))
         raise DataError(f"cannot decode image {first}: {reason}; {SKIP_HINT}")

@@ -109,7 +109,7 @@ def labelled_files(per_class: dict[str, list[Path]], classes: list[str]) -> tupl
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def _reason(path: Path, e: BaseException) -> str:
+def unreadable_reason(path: Path, e: BaseException) -> str:
     """Why `path` cannot be read: the decoder's message on one line (the exception's type when it has
     none), or "empty file" for a 0-byte file, of which PIL only says that it cannot identify it."""
     try:
@@ -126,8 +126,8 @@ def note_bad_image(
     """Apply the ``on_bad_image`` policy to `path`, which raised `e` on `action` ("read" for its header,
     "decode"): under `skip` record the reason in `bad`, else raise the `DataError` naming the file."""
     if not skip:
-        raise DataError(f"cannot {action} image {path}: {_reason(path, e)}; {SKIP_HINT}") from None
-    bad[path] = _reason(path, e)
+        raise DataError(f"cannot {action} image {path}: {unreadable_reason(path, e)}; {SKIP_HINT}") from None
+    bad[path] = unreadable_reason(path, e)
 
 
 def _choose_format(
@@ -155,8 +155,9 @@ def _choose_format(
     return size, channels if channels is not None else (1 if grey else 3), bad
 
 
-def decode_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
-    """One file as uint8 (H, W) for mode "L" or (H, W, 3) for "RGB", resized to `size` = (W, H).
+def decode_image(path: Path, size: tuple[int, int] | None, mode: str) -> np.ndarray:
+    """One file as uint8 (H, W) for mode "L" or (H, W, 3) for "RGB", resized to `size` = (W, H) (None:
+    its own size).
 
     A corrupt, truncated or empty file raises one of `DECODE_ERRORS`. A truncated file passes
     `Image.open` (it reads the header only) and fails in `img.load()`, because PIL's
@@ -172,7 +173,7 @@ def decode_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
         elif img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")
         img = img.convert(mode)
-        if img.size != size:
+        if size is not None and img.size != size:
             img = img.resize(size, Image.Resampling.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
 

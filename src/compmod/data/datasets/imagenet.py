@@ -11,8 +11,10 @@ train/ (as torchvision's ImageFolder); imagenet100 the sorted 100 WordNet ids of
 ``imagenet100_classes.txt``, which are the class folders ImageFolder finds in a 100-class copy. imagenet100
 reads them from a full ImageNet folder or one holding only those classes; other folders are ignored.
 
-``data.image_size`` is required: decoded at full size ImageNet does not fit in memory. Every image is
-resized to image_size x image_size (antialiased bilinear, aspect ratio not kept).
+``data.image_size`` is required. Both folders are decoded once into a prepared store (`store`: train
+images at their own aspect ratio, shorter side ``data.store_side``, for the training crops; every image's
+evaluation view, resize to image_size / 0.875 and centre crop image_size), by `compmod prepare-data`
+ahead of a run, or by a single-process run that finds none; under torchrun a missing store is an error.
 """
 
 from __future__ import annotations
@@ -21,12 +23,9 @@ import functools
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from compmod.data.datasets.base import LoadOptions, RawSplit, not_found, register_dataset
-from compmod.data.datasets.decode_cache import decoded_split
-from compmod.data.datasets.folder import class_folders, images_in, labelled_files
+from compmod.data.datasets.folder import SKIP_HINT, class_folders, images_in, labelled_files, report_skipped
+from compmod.data.datasets.store import Source, StoreSpec, default_side, open_store, prepare_store, store_path
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
 
 IMAGENET100_FILE = Path(__file__).with_name("imagenet100_classes.txt")
@@ -91,38 +90,67 @@ def _per_class(name: str, folder: Path, wanted: list[str] | None) -> dict[str, l
     return per_class
 
 
-def _split_files(
-    name: str, root: Path, split: str, subset: bool
-) -> tuple[str, list[Path], np.ndarray, list[str]]:
-    """(source folder name, files of `split`, labels, class names)."""
-    source = "val" if split == "test" else "train"
+def _sources(name: str, root: Path, subset: bool) -> tuple[dict[str, Source], list[str]]:
+    """({source folder present: its files and labels}, class names)."""
     if subset:
         classes = list(imagenet100_classes())
     else:  # class names from train/ (or val/ when only val/ is there), without listing their files
         classes = _subdir_names(root / "train" if (root / "train").is_dir() else root / "val")
-    per_class = _per_class(name, root / source, classes if subset else None)
-    unknown = sorted(set(per_class) - set(classes))
-    if unknown:
-        raise DataError(f"class folders {unknown[:5]} in {root / source} do not exist in {root / 'train'}")
-    missing = [c for c in classes if c not in per_class]
-    if subset and missing:
-        _log.warning(
-            "%s: %d of the 100 classes have no images in %s (%s%s); labels still index all 100",
-            name, len(missing), root / source, ", ".join(missing[:5]), ", ..." if len(missing) > 5 else "",
-        )  # fmt: skip
-    files, labels = labelled_files(per_class, classes)
-    return source, files, labels, classes
+    sources = {}
+    for source in ("train", "val"):
+        if not (root / source).is_dir():
+            continue
+        per_class = _per_class(name, root / source, classes if subset else None)
+        unknown = sorted(set(per_class) - set(classes))
+        if unknown:
+            raise DataError(
+                f"class folders {unknown[:5]} in {root / source} do not exist in {root / 'train'}"
+            )
+        missing = [c for c in classes if c not in per_class]
+        if subset and missing:
+            _log.warning(
+                "%s: %d of the 100 classes have no images in %s (%s%s); labels still index all 100",
+                name, len(missing), root / source, ", ".join(missing[:5]), ", ..." * (len(missing) > 5),
+            )  # fmt: skip
+        files, labels = labelled_files(per_class, classes)
+        sources[source] = Source(files, labels)
+    return sources, classes
 
 
 def _load(name: str, split: str, paths: list[Path], options: LoadOptions, subset: bool) -> RawSplit:
     size = required_size(name, options)
     root = _find_root(name, paths)
-    source, files, labels, classes = _split_files(name, root, split, subset)
-    channels = options.channels or 3
-    images, kept, skipped = decoded_split(
-        name, split, source, root, files, size, channels, options.on_bad_image
+    source = "val" if split == "test" else "train"
+    if not (root / source).is_dir():
+        raise DatasetNotFoundError(f"dataset {name!r}: missing {root / source}; {_IMAGENET_HINT}")
+    sources, classes = _sources(name, root, subset)
+    folder = Path(options.store_dir).expanduser() if options.store_dir else None
+    spec = StoreSpec(
+        name, root, options.store_side or default_side(size), size, options.channels or 3, folder
     )
-    return RawSplit(images, torch.from_numpy(labels[kept]), classes, skipped)
+    path = store_path(spec, sources)
+    if not (path / "meta.json").is_file():
+        if not options.prepare:
+            raise DataError(
+                f"no prepared store of {name!r} ({root}) at {path}: no rank decodes under torchrun; run "
+                "`compmod prepare-data` with this run's config (and --set) first"
+            )
+        _log.info(
+            "preparing %s from %s into %s (once; `compmod prepare-data` does it ahead)", name, root, path
+        )
+        prepare_store(spec, sources, classes, options.on_bad_image == "skip", options.workers)
+    store = open_store(path)
+    skipped = store.skipped(source)
+    if skipped and options.on_bad_image != "skip":  # prepared under "skip": still fails under "fail"
+        first = skipped[0]
+        raise DataError(f"cannot decode image {first}: {store.meta['bad'][source][first]}; {SKIP_HINT}")
+    if skipped:
+        report_skipped(
+            root, split, sources[source].files, {Path(p): r for p, r in store.meta["bad"][source].items()}
+        )
+    images, labels = store.eval_view(source)
+    variable = store.variable(source) if split == "pretrain" else None
+    return RawSplit(images, labels, store.classes, skipped, variable)
 
 
 @register_dataset("imagenet", hint=_IMAGENET_HINT, subdirs=("ILSVRC2012",))

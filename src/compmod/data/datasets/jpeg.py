@@ -103,6 +103,17 @@ def _decode_chunk(
             yield i, arr.reshape(size, size, channels).transpose(2, 0, 1)
 
 
+def decode_native(path: Path, channels: int) -> torch.Tensor:
+    """One file as uint8 (channels, H, W) at its own size: JPEG by libjpeg-turbo, anything else (or a
+    JPEG torchvision rejects) by PIL. Raises one of `DECODE_ERRORS` for an unreadable file."""
+    data = _read_jpeg(path)
+    img = _decode_jpegs([data])[0] if data is not None else None
+    if img is None:
+        arr = decode_image(path, None, "L" if channels == 1 else "RGB")
+        return torch.from_numpy(arr.reshape(*arr.shape[:2], channels)).permute(2, 0, 1)
+    return convert_channels(img.unsqueeze(0), channels)[0]
+
+
 def decode_files(
     files: Sequence[Path], size: int, channels: int, skip: bool, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[int], dict[Path, str]]:

@@ -44,6 +44,11 @@ def load_dataset(
     holdout_fraction: float = 0.1,
     seed: int = 0,
     on_bad_image: str = "fail",
+    *,
+    store_side: int | None = None,
+    store_dir: str | None = None,
+    prepare: bool = True,
+    workers: int = 1,
 ) -> ImageDataset:
     """Load one split of a registered dataset into memory. Nothing is ever downloaded.
 
@@ -67,6 +72,10 @@ def load_dataset(
             draw is made before, so a skipped file never moves another one between train and test.
             Datasets stored as arrays (fashion_mnist, cifar10/100, stl10) have no per-image files and
             ignore it.
+        store_side, store_dir, prepare, workers: datasets read through a prepared store (imagenet,
+            imagenet100; `compmod.data.datasets.store`): the stored shorter side (None: image_size /
+            0.875), the stores' folder (None: beside the decode cache), whether a missing store may be
+            decoded now (else a `DataError` naming `compmod prepare-data`), and how many processes decode.
 
     Returns:
         The split: uint8 images (N, C, H, W), int64 labels (N,), classes, per-channel mean/std.
@@ -82,7 +91,17 @@ def load_dataset(
     raw = loader(
         split,
         dataset_search_paths(name, root),
-        LoadOptions(image_size, channels, holdout_fraction, seed, on_bad_image),
+        LoadOptions(
+            image_size,
+            channels,
+            holdout_fraction,
+            seed,
+            on_bad_image,
+            store_side,
+            store_dir,
+            prepare,
+            workers,
+        ),
     )
     if raw.images.shape[0] == 0:
         where = f" in {root}" if root is not None else ""
@@ -101,4 +120,5 @@ def load_dataset(
         std,
         name,
         tuple(raw.skipped),
+        raw.variable,
     )
