@@ -38,6 +38,7 @@ from compmod.errors import NonFiniteLossError
 from compmod.eval.features import extract_features
 from compmod.eval.label_subsets import percent_label, subset_indices
 from compmod.eval.linear import cosine_lr
+from compmod.models.sync_batchnorm import revert_sync_batchnorm
 
 if TYPE_CHECKING:
     from compmod.config.schema import Config
@@ -84,7 +85,9 @@ def fine_tune(
 
     Args:
         encoder: maps (B, C, H, W) float to (B, feat_dim) (trailing dims are flattened). It is deep-copied:
-            the caller's module, its parameters, buffers and mode are never changed.
+            the caller's module, its parameters, buffers and mode are never changed. In the copy every
+            SyncBatchNorm (compmod's or torch's) becomes per-process BatchNorm: the fine-tuning runs on one
+            rank, where a synchronising layer would wait for the others forever.
         feat_dim: d' of the encoder's output.
         train_images, test_images: uint8 (N, C, H, W) / (M, C, H, W) on CPU.
         train_labels, test_labels: int64 (N,) / (M,) in [0, num_classes).
@@ -109,7 +112,7 @@ def fine_tune(
     size = train_images.shape[-1]
     view = crop_flip_augment(size, mean, std) if augment is True else None if augment is False else augment
     generator = torch.Generator().manual_seed(seed)
-    backbone = _local_batchnorm(copy.deepcopy(encoder)).to(device).requires_grad_(True)
+    backbone = revert_sync_batchnorm(copy.deepcopy(encoder)).to(device).requires_grad_(True)
     dtype = next(backbone.parameters()).dtype
     head = nn.Linear(feat_dim, num_classes, device=device, dtype=dtype)
     nn.init.normal_(head.weight, 0.0, 0.01, generator=generator)
@@ -213,29 +216,6 @@ def evaluate_semi(
         out[f"semi_{pct}pct_top5"] = result["semi_top5"]
         out[f"semi_{pct}pct_labels"] = result["num_labels"]
     return out
-
-
-def _local_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace SyncBatchNorm (a `train.sync_bn` run) by plain per-process BatchNorm, in place: the
-    fine-tuning runs on one process, where a synchronising layer would wait for ranks that never come."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.SyncBatchNorm):
-            plain = _AnyBatchNorm(child.num_features, child.eps, child.momentum, child.affine)
-            plain.track_running_stats = child.track_running_stats
-            plain.load_state_dict(child.state_dict())
-            device = next(iter(child.state_dict().values())).device
-            setattr(module, name, plain.to(device).train(child.training))
-        else:
-            _local_batchnorm(child)
-    return module
-
-
-class _AnyBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm for any input rank, as SyncBatchNorm accepts."""
-
-    def _check_input_dim(self, input: Tensor) -> None:  # noqa: A002 - torch's name
-        if input.dim() < 2:
-            raise ValueError(f"expected at least 2-D input; got {input.dim()}-D")
 
 
 def _check_inputs(
