@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -85,8 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=1, help="devices the global train.batch_size is split over")
     p.add_argument("--gpu-memory", type=float, help="GiB per device: say whether the run fits")
 
-    p = sub.add_parser("show-config", help="print the resolved config as YAML")
+    p = sub.add_parser("prepare-data", help="decode an ImageNet-style dataset once, for every run and rank")
     _add_config_args(p)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
+
+    _add_config_args(sub.add_parser("show-config", help="print the resolved config as YAML"))
     _add_transfer_parsers(sub)
     return parser
 
@@ -132,16 +136,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from compmod.engine.ddp import shutdown
 
     try:
-        results = train_and_evaluate(cfg, resume=args.resume, overwrite=args.overwrite, log=_say)
+        results = train_and_evaluate(
+            cfg, resume=args.resume, overwrite=args.overwrite, log=lambda line: print(line, flush=True)
+        )
         if is_main():
             _print_results(results, results["run_dir"])
     finally:
         shutdown()
     return 0
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -179,6 +181,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare_data(args: argparse.Namespace) -> int:
+    from compmod.config import load_config
+    from compmod.engine.prepare import prepare_data
+
+    print("\n".join(prepare_data(load_config(args.config, args.overrides), args.workers)))
+    return 0
+
+
 def cmd_show_config(args: argparse.Namespace) -> int:
     from compmod.config import dump_config, load_config
 
@@ -197,21 +207,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_transfer(args: argparse.Namespace) -> int:
     from compmod.transfer.detect import transfer_detect
 
-    results = transfer_detect(
-        args.weights,
-        args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        arch=args.arch,
-        trainable_layers=args.trainable_layers,
-        device=args.device,
-        seed=args.seed,
-        workers=args.workers,
-        out_dir=args.out,
-    )
+    keys = ("epochs", "batch_size", "lr", "min_size", "max_size", "arch", "trainable_layers", "device")
+    options = {k: getattr(args, k) for k in (*keys, "seed", "workers")}
+    results = transfer_detect(args.weights, args.data, out_dir=args.out, **options)
     print(json.dumps(results, indent=2))
     return 0
 
@@ -272,6 +270,7 @@ COMMANDS = {
     "list": cmd_list,
     "show-config": cmd_show_config,
     "plan": cmd_plan,
+    "prepare-data": cmd_prepare_data,
 }
 
 

@@ -17,6 +17,10 @@ class DataConfig:
     subset: int | None = None  # pretrain on the first N training images only
     holdout_fraction: float = 0.1  # `folder` data with no test/val split: seeded held-out fraction
     on_bad_image: Literal["fail", "skip"] = "fail"  # an unreadable image file: stop, or skip and log it
+    # imagenet, imagenet100: the prepared store (`compmod prepare-data`): shorter side the train images are
+    # kept at (null: image_size / 0.875, 256 for 224) and the folder of stores (null: the cache folder)
+    store_side: int | None = None
+    store_dir: str | None = None
 
 
 @dataclass

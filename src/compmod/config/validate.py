@@ -149,6 +149,12 @@ def _checks(cfg: Config) -> list[Check]:
         ),
         (cfg.data.channels in (None, 1, 3), "data.channels", cfg.data.channels, "null, 1 or 3"),
         (
+            cfg.data.store_side is None or cfg.data.store_side >= (cfg.data.image_size or 1),
+            "data.store_side",
+            cfg.data.store_side,
+            "null or an integer >= data.image_size",
+        ),
+        (
             0 < cfg.data.holdout_fraction < 1,
             "data.holdout_fraction",
             cfg.data.holdout_fraction,

@@ -11,9 +11,10 @@ from compmod.models import build_backbone
 from compmod.regularizers import CompMod
 
 
-def build_dataset(cfg: Config, split: str) -> ImageDataset:
+def build_dataset(cfg: Config, split: str, prepare: bool = True, workers: int = 1) -> ImageDataset:
     """Load `split` ("pretrain", "train" or "test"); `data.subset`, `eval.train_subset` and
-    `eval.test_subset` keep the first N images of each."""
+    `eval.test_subset` keep the first N images of each. `prepare`, `workers`: whether a missing prepared
+    store (imagenet, imagenet100) may be decoded now, and by how many processes."""
     d = cfg.data
     ds = load_dataset(
         d.name,
@@ -24,6 +25,10 @@ def build_dataset(cfg: Config, split: str) -> ImageDataset:
         holdout_fraction=d.holdout_fraction,
         seed=cfg.train.seed,
         on_bad_image=d.on_bad_image,
+        store_side=d.store_side,
+        store_dir=d.store_dir,
+        prepare=prepare,
+        workers=workers,
     )
     n = {"pretrain": d.subset, "train": cfg.eval.train_subset, "test": cfg.eval.test_subset}[split]
     if split == "pretrain" and n is not None and n > len(ds):  # pretraining on fewer images than asked
@@ -33,6 +38,7 @@ def build_dataset(cfg: Config, split: str) -> ImageDataset:
         )
     if n is not None and n < len(ds):
         ds.images, ds.labels = ds.images[:n].contiguous(), ds.labels[:n].contiguous()
+        ds.variable = ds.variable.subset(n) if ds.variable is not None else None
     return ds
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 
-def rng_states(aug_gen: torch.Generator) -> dict[str, Any]:
-    """Every random generator a run may draw from, in types `torch.load(weights_only=True)` accepts."""
+def rng_states() -> dict[str, Any]:
+    """Every random generator a run may draw from, in types `torch.load(weights_only=True)` accepts (the
+    augmentations draw from a generator seeded per batch, `engine.feed.batch_generator`, which has none)."""
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "augment": aug_gen.get_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "python": random.getstate(),
         "numpy": {
@@ -26,9 +26,8 @@ def rng_states(aug_gen: torch.Generator) -> dict[str, Any]:
     }
 
 
-def set_rng_states(state: dict[str, Any], aug_gen: torch.Generator) -> None:
+def set_rng_states(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    aug_gen.set_state(state["augment"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if "python" in state:

@@ -28,8 +28,7 @@ from tqdm import tqdm
 
 from compmod.config.load import config_to_dict, dump_config
 from compmod.config.schema import Config
-from compmod.distributed import broadcast_, is_main, local_rows
-from compmod.engine.batches import BatchSource
+from compmod.distributed import broadcast_, is_initialized, is_main, local_rows
 from compmod.engine.builders import (
     build_augmentations,
     build_compmod,
@@ -42,6 +41,7 @@ from compmod.engine.checkpoint_content import load_entry, load_matching
 from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distributed
 from compmod.engine.device import resolve_device, seed_everything, set_threads
 from compmod.engine.export import export_weights
+from compmod.engine.feed import build_feed
 from compmod.engine.metrics import MetricsLogger, truncate_metrics
 from compmod.engine.monitor import OnlineMonitor
 from compmod.engine.optim import build_optimizer
@@ -82,7 +82,7 @@ class Trainer:
         self.device = init_distributed(resolve_device(cfg.train.device))
         check_batch_split(cfg.train.batch_size)
         self.local = local_rows(cfg.train.batch_size)  # this rank's rows of every global batch
-        self.data = build_dataset(cfg, "pretrain")
+        self.data = build_dataset(cfg, "pretrain", prepare=not is_initialized())  # torchrun: never decode
         c, h, w = self.data.images.shape[1:]
         self.image_size = h
         self.dtype = getattr(torch, cfg.train.dtype)
@@ -111,10 +111,9 @@ class Trainer:
             channels_last=cfg.train.channels_last,
             compile=cfg.train.compile,
         )
-        self.batches = BatchSource(self.data.images, self.device)
+        self.feed = build_feed(self.data, self.views, self.local, self.device, cfg.train.seed)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.min_lr = cfg.train.lr * cfg.train.min_lr_ratio
-        self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.state = RunState()
         # online kNN + representation diagnostics every eval.monitor_every epochs (rank 0 logs them)
         self.monitor = OnlineMonitor(cfg, self.device) if cfg.eval.monitor_every and is_main() else None
@@ -130,7 +129,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "batch": self.state.batch,
             "step": self.state.step,
-            "rng": rng_states(self.aug_gen),
+            "rng": rng_states(),
             "compmod": self.compmod.state_dict() if self.compmod is not None else None,
             "step_fn": self.step_fn.state_dict(),
             "config": config_to_dict(self.cfg),
@@ -153,7 +152,7 @@ class Trainer:
         elif state.get("compmod") is not None:
             raise CheckpointError(f"{str(path)!r} was written with CompMod; resume with compmod.enabled=true")
         load_entry(self.step_fn.load_state_dict, state.get("step_fn", {}), path, "step_fn")
-        load_entry(lambda s: set_rng_states(s, self.aug_gen), state.get("rng"), path, "rng")
+        load_entry(set_rng_states, state.get("rng"), path, "rng")
         try:
             self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
         except (KeyError, TypeError, ValueError):
@@ -194,17 +193,6 @@ class Trainer:
     def _max_steps_reached(self) -> bool:
         return self.cfg.train.max_steps is not None and self.state.step >= self.cfg.train.max_steps
 
-    def _views(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's share of the two views of the global batch `idx` (augmentation parameters drawn
-        for the whole global batch, so every rank's generator stays in step)."""
-        x = self.batches.get(idx[self.local])
-        h, w = self.data.images.shape[-2:]
-        views = []
-        for view in self.views:
-            params = view.sample(len(idx), h, w, self.aug_gen).rows(self.local)
-            views.append(self.step_fn.prepare(view.apply(x, params).to(self.dtype)))
-        return views[0], views[1]
-
     def _epoch(self, logger: MetricsLogger | None, warmup: int, signals: StopSignals) -> None:
         cfg = self.cfg.train
         epoch = self.state.epoch
@@ -222,8 +210,8 @@ class Trainer:
             dynamic_ncols=True,
         )
         t0, seen, done, sums = time.perf_counter(), 0, 0, {}
-        for i in bar:
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        views = self.feed.epoch(order, epoch, range(self.state.batch, self.steps_per_epoch), cfg.batch_size)
+        for i, (x1, x2) in zip(bar, views, strict=True):
             lr = warmup_cosine(
                 self.state.step,
                 self.total_steps,
@@ -232,7 +220,7 @@ class Trainer:
                 cfg.lr * cfg.min_lr_ratio,
                 cfg.warmup_start_lr,
             )
-            x1, x2 = self._views(idx)
+            x1, x2 = (self.step_fn.prepare(x.to(self.dtype)) for x in (x1, x2))
             total, parts = self.step_fn.forward(x1, x2)
             loss = float(total.detach())
             parts = {k: float(v) for k, v in parts.items()}
@@ -246,7 +234,7 @@ class Trainer:
             parts.update(self.step_fn.update(total, x1, x2, lr, (self.state.step + 1) / self.total_steps))
             self.state.step += 1
             self.state.batch = i + 1
-            seen, done = seen + len(idx), done + 1
+            seen, done = seen + cfg.batch_size, done + 1
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v
             if logger is not None and (self.state.step % cfg.log_every == 0 or done == 1):

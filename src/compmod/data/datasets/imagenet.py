@@ -28,6 +28,7 @@ from compmod.data.datasets.folder import SKIP_HINT, class_folders, images_in, la
 from compmod.data.datasets.store import Source, StoreSpec, default_side, open_store, prepare_store, store_path
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
 
+PREPARED_DATASETS = ("imagenet", "imagenet100")  # read through a prepared store
 IMAGENET100_FILE = Path(__file__).with_name("imagenet100_classes.txt")
 _REFOLDER = (
     "re-folder the validation images into val/<wnid>/ (e.g. with valprep.sh of "
