@@ -94,3 +94,17 @@ def test_precision_resolution():
     assert resolve_precision("auto", cpu, torch.float64) == "fp32"  # a float64 run stays float64
     with pytest.raises(ValueError, match="'fp16'.*auto"):
         resolve_precision("fp16", cpu)
+
+
+def test_a_sync_bn_encoder_is_folded_too() -> None:
+    # train.sync_bn installs compmod's SyncBatchNorm; fx's fuse only knows BatchNorm1d/2d
+    from compmod.models.sync_batchnorm import convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    encoder, _ = build_backbone("small_cnn", 1, True)
+    convert_sync_batchnorm(encoder)
+    folded = fold_batchnorm(encoder)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    x = torch.randn(4, 1, 28, 28)
+    # the same rounding bound as the unsynchronised folding test of this file
+    assert torch.allclose(folded(x), encoder.eval()(x), atol=1e-4)

@@ -21,6 +21,7 @@ from torch import Tensor, fx, nn
 from torch.fx.experimental.optimization import fuse
 
 from compmod.hardware import native_bf16, resolve_channels_last
+from compmod.models.sync_batchnorm import revert_sync_batchnorm
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -78,8 +79,9 @@ class _NHWC(nn.Module):
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """An eval-mode copy of `module` whose BatchNorms that follow a Conv or Linear layer (and are its only
     user) are folded into that layer, with their running statistics, by `torch.fx`'s `fuse`; the result
-    equals `module.eval()` up to float32 rounding. A module `torch.fx` cannot trace is copied unfolded."""
-    frozen = copy.deepcopy(module).eval()
+    equals `module.eval()` up to float32 rounding. A module `torch.fx` cannot trace is copied unfolded.
+    SyncBatchNorm (a `train.sync_bn` run) becomes the BatchNorm it replaced first, which `fuse` knows."""
+    frozen = revert_sync_batchnorm(copy.deepcopy(module)).eval()
     try:
         graph = fx.GraphModule(frozen, _ContainersOnly().trace(frozen))
     except Exception as err:  # noqa: BLE001 - data-dependent control flow: evaluate the module as it is
