@@ -6,15 +6,11 @@ hangs, which the timeout turns into a failure."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.distributed.launch import torchrun_with_timeout
 from tests.helpers import requires_fmnist, set_args
 
 pytestmark = [requires_fmnist, pytest.mark.slow]
@@ -44,43 +40,8 @@ RUN = [
 TIMEOUT_S = 120  # the run takes ~9 s on a 2-core machine; a hang must fail the test, not block the suite
 
 
-def _torchrun_with_timeout(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node 2 -m compmod ARGS`; past `timeout` the launcher and its
-    workers are stopped and the test fails with what they printed."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "compmod", *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        workers = _children(proc.pid)  # each in a session of its own: killing the launcher leaves them
-        proc.terminate()  # torchrun stops its workers on SIGTERM
-        try:
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            for pid in [proc.pid, *workers]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        pytest.fail(
-            f"torchrun did not finish within {timeout} s (a rank waiting in a collective?)\n{err[-3000:]}"
-        )
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def _children(pid: int) -> list[int]:
-    """Ids of the processes whose parent is `pid` (Linux /proc)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-    return out
-
-
 def test_torchrun_sync_bn_run_fine_tunes_on_rank0_and_finishes(tmp_path: Path):
-    run = _torchrun_with_timeout("train", *set_args([*RUN, f"train.run_dir={tmp_path}"]), timeout=TIMEOUT_S)
+    run = torchrun_with_timeout("train", *set_args([*RUN, f"train.run_dir={tmp_path}"]), timeout=TIMEOUT_S)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["steps"] == 2 and results["semi_20pct_labels"] == 20
