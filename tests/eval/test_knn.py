@@ -287,3 +287,14 @@ def test_one_search_for_both_evaluation_votes_equals_separate_calls(random_data,
         )
     accs = knn_accuracies(train, labels, test, labels[:120], votes, temperature=0.5)
     assert accs == [knn_accuracy(train, labels, test, labels[:120], k, w, 0.5) for k, w in votes]
+
+
+def test_similarity_blocks_are_bounded_and_change_no_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.randn(3000, 16, generator=g), torch.randn(500, 16, generator=g)
+    labels = torch.randint(0, 10, (3000,), generator=g)
+    want = knn_predict(train, labels, test, k=20, num_classes=10)
+    monkeypatch.setattr(knn_search, "BLOCK_ELEMENTS", 3000 * 7)  # 7 queries per similarity block
+    assert knn_search.Search(train, [20]).chunk_size == 7
+    # the same rule, block by block
+    assert torch.equal(knn_predict(train, labels, test, k=20, num_classes=10), want)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compmod.data.datasets.convert import resize_images
 from compmod.eval import pixel_floor
 from compmod.eval.features import pixel_features
 from compmod.eval.knn import knn_accuracy
@@ -80,3 +81,16 @@ def test_a_cache_folder_that_cannot_be_written_still_gives_the_floor(tmp_path, m
     want = knn_accuracy(pixel_features(tr_x), tr_y, pixel_features(te_x), te_y, k=5)
     assert pixel_floor.pixel_knn_floor(tr_x, tr_y, te_x, te_y, 5) == want
     assert "not cached" in caplog.text
+
+
+def test_a_large_split_is_measured_on_a_bounded_sample() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 40, 40), dtype=torch.uint8, generator=g)
+    labels = torch.arange(50) % 5
+    same, same_labels, notes = pixel_floor.pixel_sample(images, labels, 100, 64)
+    assert same is images and same_labels is labels and notes == {}  # small enough: untouched
+    x, y, notes = pixel_floor.pixel_sample(images, labels, 10, 16)
+    assert notes == {"train_images": 10, "size": 16} and x.shape == (10, 3, 16, 16)
+    idx = torch.linspace(0, 49, 10).round().long()  # evenly spaced, first and last included
+    assert torch.equal(y, labels[idx]) and idx[0] == 0 and idx[-1] == 49
+    assert torch.equal(x, resize_images(images[idx], 16))  # the same resize, chunk by chunk

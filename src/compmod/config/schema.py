@@ -131,6 +131,10 @@ class EvalConfig:
     linear_lr: float = 0.1
     linear_batch_size: int = 512
     pixel_knn: bool = True
+    # the raw-pixel floor of a large dataset fits: at most this many train images (evenly spaced), each
+    # at most this side (antialiased resize); results.json says when either applied (eval/pixel_floor.py)
+    pixel_knn_max_images: int = 100_000
+    pixel_knn_size: int = 32
     batch_size: int = 512  # feature extraction
     # feature extraction: BatchNorm folded, forward in fp32 or bf16 autocast; "auto": bf16 where the device
     # computes it natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16), else fp32 (eval/inference.py)

@@ -149,6 +149,13 @@ def _checks(cfg: Config) -> list[Check]:
         ),
         (cfg.data.channels in (None, 1, 3), "data.channels", cfg.data.channels, "null, 1 or 3"),
         (
+            cfg.eval.pixel_knn_max_images >= 1,
+            "eval.pixel_knn_max_images",
+            cfg.eval.pixel_knn_max_images,
+            ">= 1",
+        ),
+        (cfg.eval.pixel_knn_size >= 1, "eval.pixel_knn_size", cfg.eval.pixel_knn_size, "an integer >= 1"),
+        (
             cfg.data.store_side is None or cfg.data.store_side >= (cfg.data.image_size or 1),
             "data.store_side",
             cfg.data.store_side,

@@ -23,6 +23,8 @@ SHORTLIST_BF16 = (64, 512)  # shortlist lengths (at least k + 1) tried in turn o
 SHORTLIST_FP32 = (8, 64)  # the float32 shortlists have k + 8, then k + 64 samples
 PROBE_ROWS = 128  # "auto": queries of the first chunk searched in bf16 to measure how often it certifies
 PROBE_CERTIFIED = 0.8  # ... and the share of them it must certify for "auto" to stay with bf16
+BLOCK_ELEMENTS = 1 << 28  # at most 1 GiB of float32 similarities per chunk: ImageNet's 1.28M train
+# features take 209 queries a chunk (not 1024: 5.2 GB), small banks keep chunk_size
 
 __all__ = ["Members", "Neighbours", "Search", "check_search", "default_precision", "nearest_neighbours"]
 
@@ -116,7 +118,8 @@ class Search:
             raise ValueError(f"k must be in [1, {n}]; got {list(ks)}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
-        self.ks, self.k, self.chunk_size = tuple(ks), max(ks), chunk_size
+        self.ks, self.k = tuple(ks), max(ks)
+        self.chunk_size = max(1, min(chunk_size, BLOCK_ELEMENTS // n))  # memory O(min(chunk, 2^28 / N) N)
         self.precision = _resolve_precision(precision, train_feats.device)
         self.probing = precision == "auto" and self.precision == "bf16"
         if self.probing and self.k + 1 > SHORTLIST_BF16[0]:  # bf16 shortlists of large k rarely certify

@@ -7,6 +7,11 @@ of the demo's evaluation on 2 CPU cores). So the value is kept in the cache fold
 of everything it depends on: `RULE_VERSION`, k, and the bytes and shapes of the four tensors (hashing
 Fashion-MNIST's 55 MB takes ~0.03 s). Any change to the data gives another key; a missing, unreadable or
 corrupt entry is recomputed, and a cache folder that cannot be written only costs the recomputation.
+
+A large dataset is measured on a bounded sample (`pixel_sample`): at most `max_images` train images,
+evenly spaced, each resized (antialiased) to at most `size` px. ImageNet's 1.28M train images at 224 px
+would be ~771 GB of float32 pixels; 100k at 32 px are 1.2 GB. `evaluate` writes the sample's size into
+the results (`pixel_knn_train_images`, `pixel_knn_size`) whenever it is not the whole split.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from compmod.data.datasets.convert import resize_images
 from compmod.data.datasets.decode_cache import cache_dir
 from compmod.eval.features import pixel_features
 from compmod.eval.knn import knn_accuracy
 from compmod.files import atomic_write
 
+SAMPLE_CHUNK = 1024  # images gathered and resized at a time by `pixel_sample`
 RULE_VERSION = 1  # bump when the neighbour, tie or vote rule of compmod.eval.knn changes its results
 
 _log = logging.getLogger(__name__)
@@ -48,6 +55,28 @@ def pixel_knn_floor(
     except OSError as err:  # a read-only or full cache folder: the value is still right
         _log.warning("pixel kNN floor not cached at %s: %s", path, err)
     return value
+
+
+def pixel_sample(
+    images: Tensor, labels: Tensor, max_images: int | None, size: int | None
+) -> tuple[Tensor, Tensor, dict[str, int]]:
+    """(images, labels, what was reduced): at most `max_images` evenly spaced images (all when None), at
+    most `size` px on a side (antialiased resize of larger ones; None: as they are). Gathered and resized
+    `SAMPLE_CHUNK` images at a time, so a memory-mapped split is never read whole into memory."""
+    notes: dict[str, int] = {}
+    n, c, h, w = images.shape
+    idx = torch.arange(n)
+    if max_images is not None and n > max_images:
+        idx, notes["train_images"] = torch.linspace(0, n - 1, max_images).round().long(), max_images
+    if size is not None and max(h, w) > size:
+        notes["size"] = size
+    if not notes:
+        return images, labels, notes
+    side = size if "size" in notes else None
+    out = torch.empty((len(idx), c, side or h, side or w), dtype=images.dtype)
+    for i in range(0, len(idx), SAMPLE_CHUNK):
+        out[i : i + SAMPLE_CHUNK] = resize_images(images[idx[i : i + SAMPLE_CHUNK]], side)
+    return out, labels[idx], notes
 
 
 def floor_key(

@@ -17,7 +17,7 @@ from compmod.eval.features import extract_features
 from compmod.eval.inference import inference_encoder, resolve_precision
 from compmod.eval.knn import knn_accuracies
 from compmod.eval.linear import linear_probe
-from compmod.eval.pixel_floor import pixel_knn_floor
+from compmod.eval.pixel_floor import pixel_knn_floor, pixel_sample
 from compmod.eval.semi_supervised import evaluate_semi
 
 if TYPE_CHECKING:
@@ -94,7 +94,10 @@ def evaluate(
                 )
             )
     if "pixel_knn" in which:
-        out["pixel_knn_top1"] = pixel_knn_floor(train.images, train.labels, test.images, test.labels, e.knn_k)
+        tr_x, tr_y, notes = pixel_sample(train.images, train.labels, e.pixel_knn_max_images, e.pixel_knn_size)
+        te_x = pixel_sample(test.images, test.labels, None, e.pixel_knn_size)[0]
+        out["pixel_knn_top1"] = pixel_knn_floor(tr_x, tr_y, te_x, test.labels, e.knn_k)
+        out.update({f"pixel_knn_{k}": v for k, v in notes.items()})  # the floor was measured on a sample
     if "diagnostics" in which:
         assert method is not None
         stats = embedding_stats(method, test.images, transform, e.batch_size, device)
