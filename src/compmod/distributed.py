@@ -91,17 +91,13 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows of `x` (the same number on each rank) concatenated in rank order: the global
-    batch. Differentiable; `x` itself in one process."""
+    """Every rank's rows of `x` (the same number on each rank: the Trainer splits the global batch evenly,
+    `ddp.check_batch_split`, so no collective checks it on every call, which would wait for the device)
+    concatenated in rank order: the global batch. Differentiable; `x` itself in one process."""
     if world_size() == 1:
         return x
-    rows = torch.tensor([x.shape[0]], device=x.device)
     if x.ndim == 0:
         raise ValueError("gather needs a tensor with a batch dimension, got a scalar")
-    sizes = [torch.zeros_like(rows) for _ in range(world_size())]
-    dist.all_gather(sizes, rows)
-    if any(int(s) != x.shape[0] for s in sizes):
-        raise ValueError(f"gather needs the same number of rows on every rank, got {[int(s) for s in sizes]}")
     return _Gather.apply(x)
 
 

@@ -35,6 +35,7 @@ RUN = [
     "train.progress=false",
     "eval.enabled=false",
     "train.threads=1",
+    "train.log_every=1",  # every step in metrics.jsonl (and signals acted on at every step)
 ]
 SETUPS = {
     "simclr+compmod": ["method.name=simclr", "compmod.enabled=true", "compmod.fusion=mixup_h"],

@@ -106,7 +106,9 @@ class TrainConfig:
     # run_dir-3, ... that holds no run (engine/run_dir.py); `make demo` uses it.
     run_dir_mode: Literal["exact", "auto"] = "exact"
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
-    log_every: int = 1  # metrics.jsonl gets every N-th step's loss parts
+    # metrics.jsonl gets every N-th step's loss parts; in between the values stay on the device (reading
+    # them makes the host wait for the device), and signals are acted on at these steps
+    log_every: int = 50
     checkpoint_every: int | None = None  # also checkpoint every N steps mid-epoch (None: epoch ends only)
     progress: bool = True
     tensorboard: bool = False

@@ -87,19 +87,44 @@ class BatchAugment(nn.Module):
         """Apply the given parameters (from `sample`) to x: uint8 (N, C, H, W)."""
         _check_images(x)
         v, channels = self.view, x.shape[1]
-        x = self._geometric(ops_.to_float(x), p)
+        d = self._on_device(x, p)
+        x = self._geometric(ops_.to_float(x), p, d)
         if p.jitter is not None and p.factors is not None:
-            x = _on_subset(x, p.jitter, lambda t, f: self._jitter(t, f, p.order), p.factors)
+            x = _on_subset(
+                x, p.jitter, d.get("jitter"), lambda t, f: self._jitter(t, f, p.order), d["factors"]
+            )
         if p.gray is not None and channels == 3:
-            x = _on_subset(x, p.gray, lambda t: t.copy_(ops_.rgb_to_grayscale(t)))
+            x = _on_subset(x, p.gray, d.get("gray"), lambda t: t.copy_(ops_.rgb_to_grayscale(t)))
         if p.blur is not None and p.sigma is not None:
-            x = _on_subset(x, p.blur, lambda t, s: ops_.gaussian_blur(t, s, self.kernel_size), p.sigma)
+            blur = lambda t, s: ops_.gaussian_blur(t, s, self.kernel_size)  # noqa: E731
+            x = _on_subset(x, p.blur, d.get("blur"), blur, d["sigma"])
         if p.solarize is not None:
-            x = _on_subset(x, p.solarize, lambda t: ops_.solarize(t, v.solarize_threshold))
-        x = ops_.normalize(x, *_stats(self.mean, self.std, channels, x.device))
+            x = _on_subset(x, p.solarize, d.get("solarize"), lambda t: ops_.solarize(t, v.solarize_threshold))
+        x = ops_.normalize(x, d["mean"], d["std"])
         if p.cutout is not None and p.cutout_box is not None:
-            x = _on_subset(x, p.cutout, ops_.erase, p.cutout_box)
+            x = _on_subset(x, p.cutout, d.get("cutout"), ops_.erase, d["cutout_box"])
         return x
+
+    def _on_device(self, x: torch.Tensor, p: AugmentParams) -> dict[str, torch.Tensor]:
+        """Every tensor `apply` reads, on x's device in ONE copy (`to_device`): the affine of each sample,
+        the per-sample arguments, the normalisation, and for each op that acts on some rows but not all,
+        the indices of those rows (named after the op). The CPU masks stay for the control flow."""
+        n, channels, height, width = x.shape
+        mean, std = _stats(self.mean, self.std, channels)
+        host = {"mean": mean, "std": std, "factors": p.factors, "sigma": p.sigma, "cutout_box": p.cutout_box}
+        masks = {"flip": p.flip, "jitter": p.jitter, "gray": p.gray, "blur": p.blur, "solarize": p.solarize}
+        masks["cutout"] = p.cutout
+        if p.box is not None or p.angle is not None:
+            full = torch.tensor([[width / 2, height / 2, float(width), float(height)]])
+            box = p.box if p.box is not None else full.expand(n, 4)
+            flip = p.flip if p.flip is not None else torch.zeros(n, dtype=torch.bool)
+            angle = p.angle if p.angle is not None else torch.zeros(n)
+            host["theta"] = ops_.affine_theta(box, flip, angle, height, width)
+            masks["rotated"] = angle != 0
+        for name, mask in masks.items():
+            if mask is not None and bool(mask.any()) and not bool(mask.all()):
+                host[name] = mask.nonzero().squeeze(1)
+        return to_device({k: t for k, t in host.items() if t is not None}, x.device)
 
     def active_ops(self) -> list[str]:
         """Names of the ops that can fire (probability > 0, crop on)."""
@@ -109,17 +134,14 @@ class BatchAugment(nn.Module):
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, ops={self.active_ops()}"
 
-    def _geometric(self, x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
-        n, _, height, width = x.shape
-        if p.box is None and p.angle is None:  # plain resize, exact flip
+    def _geometric(self, x: torch.Tensor, p: AugmentParams, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "theta" not in d:  # plain resize, exact flip
             x = ops_.resize(x, self.image_size)
-            return x if p.flip is None else _on_subset(x, p.flip, lambda t: t.flip(-1))
-        full = torch.tensor([[width / 2, height / 2, float(width), float(height)]])
-        box = p.box if p.box is not None else full.expand(n, 4)
-        flip = p.flip if p.flip is not None else torch.zeros(n, dtype=torch.bool)
-        angle = p.angle if p.angle is not None else torch.zeros(n)
-        theta = ops_.affine_theta(box, flip, angle, height, width).to(x.device)
-        return ops_.sample_affine(x, theta, self.image_size, angle != 0)
+            return x if p.flip is None else _on_subset(x, p.flip, d.get("flip"), lambda t: t.flip(-1))
+        rotated = None
+        if "rotated" in d or (p.angle is not None and bool((p.angle != 0).all())):
+            rotated = d.get("rotated", torch.arange(x.shape[0], device=x.device))
+        return ops_.sample_affine(x, d["theta"], self.image_size, rotated)
 
     def _jitter(self, x: torch.Tensor, factors: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
         v = self.view
@@ -152,24 +174,40 @@ def eval_transform(
     _check_images(x)
     _check_stats(image_size, mean, std)
     x = ops_.resize(ops_.to_float(x), image_size)
-    return ops_.normalize(x, *_stats(mean, std, x.shape[1], x.device))
+    stats = to_device(dict(zip(("mean", "std"), _stats(mean, std, x.shape[1]), strict=True)), x.device)
+    return ops_.normalize(x, stats["mean"], stats["std"])
 
 
 def _on_subset(
-    x: torch.Tensor, mask: torch.Tensor, fn: Callable[..., torch.Tensor], *args: torch.Tensor
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    idx: torch.Tensor | None,
+    fn: Callable[..., torch.Tensor],
+    *args: torch.Tensor,
 ) -> torch.Tensor:
     """x with rows where `mask` (CPU bool (N,)) is set replaced by fn(those rows, *matching rows of args).
 
-    `fn` keeps the shape and may work in place on the rows it gets (x itself when every row is selected,
-    else a copy)."""
-    if not bool(mask.any()):
-        return x
-    if bool(mask.all()):
-        return _chunked(fn, x, *(a.to(x.device) for a in args))
-    idx = mask.nonzero().squeeze(1)
-    idx_dev = idx.to(x.device)
-    rows = _chunked(fn, x.index_select(0, idx_dev), *(a[idx].to(x.device) for a in args))
-    return x.index_copy_(0, idx_dev, rows)
+    `idx`: those rows' indices on x's device (given unless the mask selects none or all); `args` are on
+    x's device. `fn` keeps the shape and may work in place on the rows it gets (x itself when every row is
+    selected, else a copy)."""
+    if idx is None:
+        return _chunked(fn, x, *args) if bool(mask.all()) else x
+    rows = _chunked(fn, x.index_select(0, idx), *(a.index_select(0, idx) for a in args))
+    return x.index_copy_(0, idx, rows)
+
+
+def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """`tensors` (small CPU tensors) on `device`. To CUDA in ONE non-blocking copy of a pinned float64
+    buffer (exact for every float32, bool and integer below 2^53), so the host never waits for the GPU."""
+    if device.type == "cpu":
+        return tensors
+    flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors.values()])
+    on_device = flat.pin_memory().to(device, non_blocking=True)
+    out, start = {}, 0
+    for name, t in tensors.items():
+        out[name] = on_device[start : start + t.numel()].view(t.shape).to(t.dtype)
+        start += t.numel()
+    return out
 
 
 def _chunked(fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
@@ -204,14 +242,13 @@ def _check_stats(image_size: int, mean: Sequence[float], std: Sequence[float]) -
         raise ConfigError(f"normalisation std {list(std)}: expected values > 0")
 
 
-def _stats(
-    mean: Sequence[float], std: Sequence[float], channels: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _stats(mean: Sequence[float], std: Sequence[float], channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C,) CPU tensors of the normalisation (one value repeated, or one per channel)."""
     if len(mean) not in (1, channels):
         raise ConfigError(
             f"normalisation mean {list(mean)} has {len(mean)} values for {channels}-channel images; "
             f"expected 1 or {channels}"
         )
-    m = torch.tensor(mean, dtype=torch.float32, device=device).expand(channels)
-    s = torch.tensor(std, dtype=torch.float32, device=device).expand(channels)
+    m = torch.tensor(mean, dtype=torch.float32).expand(channels).contiguous()
+    s = torch.tensor(std, dtype=torch.float32).expand(channels).contiguous()
     return m, s

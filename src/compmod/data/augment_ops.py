@@ -59,15 +59,17 @@ def affine_theta(
     return torch.stack([row_x, row_y], dim=1)
 
 
-def sample_affine(x: torch.Tensor, theta: torch.Tensor, size: int, zero_fill: torch.Tensor) -> torch.Tensor:
+def sample_affine(
+    x: torch.Tensor, theta: torch.Tensor, size: int, zero_fill: torch.Tensor | None
+) -> torch.Tensor:
     """Bilinear sample of the (N, 2, 3) affines `theta` (as `F.affine_grid`, align_corners=False) to
     (N, C, size, size).
 
-    `zero_fill` (CPU bool (N,)) marks the rotated samples: their points outside the image read 0
-    (torchvision's `rotate` with fill 0). The others must have no rotation (theta[:, 0, 1] = theta[:, 1, 0]
-    = 0); their grid is separable, built from (N, 1, size) and (N, size, 1) pieces (much cheaper than
-    `affine_grid` on CPU) and clamped to the outer pixel centres, i.e. border padding, which equals a
-    plain bilinear resize of the crop.
+    `zero_fill` (indices on x's device, or None) are the rotated samples: their points outside the image
+    read 0 (torchvision's `rotate` with fill 0). The others must have no rotation (theta[:, 0, 1] =
+    theta[:, 1, 0] = 0); their grid is separable, built from (N, 1, size) and (N, size, 1) pieces (much
+    cheaper than `affine_grid` on CPU) and clamped to the outer pixel centres, i.e. border padding, which
+    equals a plain bilinear resize of the crop.
     """
     n, _, height, width = x.shape
     lin = (torch.arange(size, device=x.device, dtype=x.dtype) * 2 + 1) / size - 1  # output pixel centres
@@ -76,9 +78,11 @@ def sample_affine(x: torch.Tensor, theta: torch.Tensor, size: int, zero_fill: to
     gy = torch.addcmul(t[:, 1, 2, None, None], t[:, 1, 1, None, None], lin.view(1, size, 1))  # (N, S, 1)
     gx, gy = gx.clamp_(-1 + 1 / width, 1 - 1 / width), gy.clamp_(-1 + 1 / height, 1 - 1 / height)
     grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)  # (N, S, S, 2)
-    if bool(zero_fill.any()):
-        idx = zero_fill.nonzero().squeeze(1).to(x.device)
-        grid.index_copy_(0, idx, F.affine_grid(t[idx], [len(idx), 1, size, size], align_corners=False))
+    if zero_fill is not None:
+        rotated = F.affine_grid(
+            t.index_select(0, zero_fill), [len(zero_fill), 1, size, size], align_corners=False
+        )
+        grid.index_copy_(0, zero_fill, rotated)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -104,7 +108,7 @@ def adjust_contrast_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     the luma of the channel means, so no grey image is built."""
     means = x.mean(dim=(-2, -1))  # (N, C)
     if x.shape[1] == 3:
-        means = means @ torch.tensor(LUMA, device=x.device, dtype=x.dtype)
+        means = means[:, 0] * LUMA[0] + means[:, 1] * LUMA[1] + means[:, 2] * LUMA[2]
     f = factor.view(-1, 1, 1, 1)  # x <- f * x + (1 - f) * mean; lerp_ towards a (N, 1, 1, 1) end is slow
     return x.mul_(f).add_((1.0 - f) * means.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
 
@@ -133,7 +137,7 @@ def adjust_hue_(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     h6 = (g - b).mul_(m_r).addcmul_(b - r, m_g).addcmul_(r - g, m_b)
     h6 = h6.div_(delta.clamp(min=1e-12)).add_(m_g, alpha=2.0).add_(m_b, alpha=4.0)  # in [-1, 5)
     h6 = h6.add_(6.0 * shift.view(-1, 1, 1) + 6.0).remainder_(6.0).unsqueeze(1)  # shifted, in [0, 6)
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # 5, 3, 1
     k = torch.add(n, h6, out=x)  # x is no longer needed
     k = k.sub_(5.0).abs_().sub_(3.0).abs_().neg_().add_(2.0).clamp_(0.0, 1.0)  # f(k)
     return k.mul_(delta.unsqueeze(1)).neg_().add_(maxc.unsqueeze(1))

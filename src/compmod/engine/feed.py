@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -59,6 +60,7 @@ class TensorFeed:
         self.source = BatchSource(images, device)
         self.views, self.local, self.seed = list(views), local, seed
         self.height, self.width = images.shape[-2:]
+        self.waited_s = 0.0  # nothing is read ahead, so nothing is waited for
 
     def epoch(self, order: torch.Tensor, epoch: int, batches: range, batch_size: int) -> Iterator[Views]:
         for i in batches:
@@ -86,6 +88,7 @@ class StoreFeed:
         # canvases in rotation: one being gathered, DEPTH queued or in use, one being copied to the device
         self._buffers: list[list[torch.Tensor]] = [[] for _ in range(self.DEPTH + 2)]
         self._copied: list[torch.cuda.Event | None] = [None] * (self.DEPTH + 2)
+        self.waited_s = 0.0  # the training thread's time waiting for the reading thread, this epoch
 
     def _gather(self, slot: int, idx: torch.Tensor, epoch: int, i: int) -> list[Canvas]:
         """Both views of batch i: this rank's canvases (in buffer slot `slot`) and shifted parameters."""
@@ -134,9 +137,12 @@ class StoreFeed:
 
         thread = threading.Thread(target=work, name="compmod-store-feed", daemon=True)
         thread.start()
+        self.waited_s = 0.0
         try:
             for _ in batches:
+                t0 = time.perf_counter()
                 slot, item = ready.get()
+                self.waited_s += time.perf_counter() - t0
                 if slot is None:
                     raise item
                 views = []

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from compmod.errors import ConfigError
 
 
@@ -66,3 +68,43 @@ class MetricsLogger:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class StepMeter:
+    """Each step's logged values (0-d tensors or floats), kept on the device until `read`, which waits for
+    the device once; the Trainer reads every `train.log_every` steps, so steps in between never wait.
+
+    Keeps the last step's values, the sums since `reset` and the first step whose loss was not finite,
+    with that step's values (found by device ops, read with the rest)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.last: dict[str, Any] = {}
+        self.sums: dict[str, Any] = {}
+        self.bad_step: Any = -1
+        self.bad: dict[str, Any] = {}
+
+    def add(self, step: int, values: dict[str, Any]) -> None:
+        self.last = values
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        loss = torch.as_tensor(values["loss"])
+        if not isinstance(self.bad_step, torch.Tensor):  # a fill on the device: nothing waits
+            self.bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad = {k: torch.where(first, v, self.bad.get(k, torch.nan)) for k, v in values.items()}
+
+    def read(self) -> tuple[dict[str, float], dict[str, float], int, dict[str, float]]:
+        """(last step's values, sums, first non-finite step or -1, that step's values) as Python numbers."""
+        groups = (self.last, self.sums, {"step": self.bad_step}, self.bad)
+        device = torch.as_tensor(self.bad_step).device
+        flat = [torch.as_tensor(v, dtype=torch.float64, device=device) for g in groups for v in g.values()]
+        numbers = torch.stack(flat).tolist() if flat else []  # one copy to the host: one wait
+        out, start = [], 0
+        for g in groups:
+            out.append(dict(zip(g, numbers[start : start + len(g)], strict=True)))
+            start += len(g)
+        return out[0], out[1], int(out[2]["step"]), out[3]

@@ -27,6 +27,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from compmod.config.schema import Config
 from compmod.data.datasets.base import dataset_search_paths
+from compmod.data.datasets.imagenet import PREPARED_DATASETS
+from compmod.data.datasets.store import default_side, store_gib
 from compmod.engine.builders import build_compmod, build_method
 from compmod.engine.optim import build_optimizer
 from compmod.engine.step import TrainStep
@@ -55,7 +57,8 @@ class Plan:
     steps_per_epoch: int
     steps: int
     data_on_disk: tuple[Path, int] | None  # (folder, bytes) when the data was found
-    cache_bytes: int  # the decoded uint8 store at data.image_size
+    cache_bytes: int  # decoded uint8: the images at data.image_size, or a prepared store (train images at
+    # shorter side data.store_side and mean ImageNet aspect 4:3, plus their evaluation views)
     device: str
     batches: tuple[int, int]
     peaks: tuple[int, int]  # the step's peak at `batches` (see the module docstring)
@@ -74,7 +77,7 @@ class Plan:
             if self.data_on_disk
             else "not found here"
         )
-        store = f"{self.cache_bytes / GiB:.2f} GiB ({self.channels} x {self.image_size}^2 uint8 each)"
+        store = f"{self.cache_bytes / GiB:.2f} GiB of uint8 ({self.channels} channels)"
         return [
             f"data: {self.images:,} images ({disk}); decoded store {store}",
             f"schedule: {self.steps_per_epoch:,} steps per epoch, {self.steps:,} steps",
@@ -112,7 +115,7 @@ def make_plan(cfg: Config, gpus: int = 1, batches: tuple[int, int] = (8, 16)) ->
         steps_per_epoch=per_epoch,
         steps=per_epoch * cfg.train.epochs,
         data_on_disk=_on_disk(name, cfg.data.root),
-        cache_bytes=images * channels * size * size,
+        cache_bytes=_decoded_bytes(cfg, images, channels, size),
         device=str(device),
         batches=batches,
         peaks=peaks,
@@ -183,6 +186,15 @@ def _step_peak(device: torch.device, run: Callable[[], None], repeats: int = 3) 
         records = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
         peaks.append(max(itertools.accumulate((n for _, n in records), initial=0)))
     return min(peaks)
+
+
+def _decoded_bytes(cfg: Config, images: int, channels: int, size: int) -> int:
+    """Bytes of the decoded data: the images at `size`, or a prepared store (`store` module)."""
+    views = images * channels * size * size
+    if cfg.data.name not in PREPARED_DATASETS:
+        return views
+    side = cfg.data.store_side or default_side(size)
+    return round(store_gib(images, side, channels) * GiB) + views
 
 
 def _on_disk(name: str, root: str | None) -> tuple[Path, int] | None:

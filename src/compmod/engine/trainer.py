@@ -16,7 +16,6 @@ so with `train.sync_bn` the run equals a single process on the global batch.
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distri
 from compmod.engine.device import resolve_device, seed_everything, set_threads
 from compmod.engine.export import export_weights
 from compmod.engine.feed import build_feed
-from compmod.engine.metrics import MetricsLogger, truncate_metrics
+from compmod.engine.metrics import MetricsLogger, StepMeter, truncate_metrics
 from compmod.engine.monitor import OnlineMonitor
 from compmod.engine.optim import build_optimizer
 from compmod.engine.rng_state import rng_states, set_rng_states
@@ -209,7 +208,7 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
-        t0, seen, done, sums = time.perf_counter(), 0, 0, {}
+        t0, seen, done, meter = time.perf_counter(), 0, 0, StepMeter()
         views = self.feed.epoch(order, epoch, range(self.state.batch, self.steps_per_epoch), cfg.batch_size)
         for i, (x1, x2) in zip(bar, views, strict=True):
             lr = warmup_cosine(
@@ -222,36 +221,33 @@ class Trainer:
             )
             x1, x2 = (self.step_fn.prepare(x.to(self.dtype)) for x in (x1, x2))
             total, parts = self.step_fn.forward(x1, x2)
-            loss = float(total.detach())
-            parts = {k: float(v) for k, v in parts.items()}
-            if not math.isfinite(loss):
-                last = str(self.ckpt_path) if self.ckpt_path.is_file() else "none yet"
-                raise NonFiniteLossError(
-                    f"non-finite loss {loss} at epoch {epoch + 1}, step {self.state.step} "
-                    f"(parts: {', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); "
-                    f"last good checkpoint: {last}; lower train.lr or check the data"
-                )
             parts.update(self.step_fn.update(total, x1, x2, lr, (self.state.step + 1) / self.total_steps))
+            meter.add(self.state.step, {"loss": total.detach(), **parts})  # on the device: nothing waits
             self.state.step += 1
             self.state.batch = i + 1
             seen, done = seen + cfg.batch_size, done + 1
-            for k, v in {"loss": loss, **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if logger is not None and (self.state.step % cfg.log_every == 0 or done == 1):
-                logger.log({"epoch": epoch + 1, "lr": lr, "loss": loss, **parts}, self.state.step)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if any_rank(signals.requested):
-                self._stop(signals.signum)
             every = cfg.checkpoint_every
-            if every is not None and self.state.step % every == 0 and self.state.batch < self.steps_per_epoch:
+            save = (
+                every is not None and self.state.step % every == 0 and self.state.batch < self.steps_per_epoch
+            )
+            if self.state.step % cfg.log_every == 0 or done == 1 or save or self._max_steps_reached():
+                last = self._read(meter, epoch)  # waits for the device, every log_every steps
+                if logger is not None:
+                    logger.log({"epoch": epoch + 1, "lr": lr, **last}, self.state.step)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                if any_rank(signals.requested):  # every rank stops after the same step
+                    self._stop(signals.signum)
+            if save:
                 self.save()  # (the epoch end saves anyway)
             if self._max_steps_reached():
                 break
         bar.close()
+        self._read(meter, epoch)
         n = max(1, done)
         elapsed = time.perf_counter() - t0
-        summary = {f"epoch_{k}": v / n for k, v in sums.items()}
+        summary = {f"epoch_{k}": v / n for k, v in meter.read()[1].items()}
         summary.update(epoch=epoch + 1, images_per_s=seen / max(elapsed, 1e-9), epoch_time_s=elapsed)
+        summary["data_wait_s"] = self.feed.waited_s  # the steps' wait for the reading thread
         if self._monitor_due(epoch):
             assert self.monitor is not None
             summary.update(
@@ -268,6 +264,18 @@ class Trainer:
         if self.state.batch == self.steps_per_epoch:
             self.state.epoch, self.state.batch = epoch + 1, 0
         self.save()
+
+    def _read(self, meter: StepMeter, epoch: int) -> dict[str, float]:
+        """The last step's values; a NonFiniteLossError naming the first step whose loss was not finite."""
+        last, _, bad, values = meter.read()
+        if bad >= 0:
+            where = str(self.ckpt_path) if self.ckpt_path.is_file() else "none yet"
+            parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k != "loss")
+            raise NonFiniteLossError(
+                f"non-finite loss {values['loss']} at epoch {epoch + 1}, step {bad} ({'parts: ' + parts}); "
+                f"last good checkpoint: {where}; lower train.lr or check the data"
+            )
+        return last
 
     def _monitor_due(self, epoch: int) -> bool:
         """At the end of every eval.monitor_every-th epoch, and of the last one."""

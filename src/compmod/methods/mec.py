@@ -13,6 +13,7 @@ from compmod.losses.mec import mec_lambda, mec_loss
 from compmod.methods.base import StepOutput, register_method
 from compmod.methods.predictor import PredictorMethod
 from compmod.methods.simsiam import SimSiamParams, simsiam_heads
+from compmod.models.host_mirror import mirror, set_mirrored
 
 
 @dataclass
@@ -47,10 +48,11 @@ class MEC(PredictorMethod):
         super().__init__(backbone, feat_dim, projector, predictor, ema_base)
         self.eps_sq, self.order, self.lambda_warmup = eps_sq, order, lambda_warmup
         self.register_buffer("progress", torch.zeros(()))
+        mirror(self, "progress")
 
     def lam(self, m: int, d: int) -> float:
         """lam = d / (m eps^2) at the current progress: lam / 8 at the start, lam after the warm-up."""
-        done = 1.0 if self.lambda_warmup <= 0 else min(1.0, float(self.progress) / self.lambda_warmup)
+        done = 1.0 if self.lambda_warmup <= 0 else min(1.0, self.host["progress"] / self.lambda_warmup)
         return mec_lambda(m, d, self.eps_sq) / (8.0 - 7.0 * done)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
@@ -66,7 +68,7 @@ class MEC(PredictorMethod):
     def after_optimizer_step(self, progress: float) -> None:
         """Teacher EMA with the cosine momentum schedule (official `cosine_scheduler(0.996, 1, ...)`)."""
         super().after_optimizer_step(progress)
-        self.progress.fill_(progress)
+        set_mirrored(self, "progress", progress)
 
 
 @register_method("mec", MECParams, "byol")

@@ -32,6 +32,7 @@ from compmod.methods.base import (
     runs_on_own_parameters,
 )
 from compmod.models import FeatureQueue, projector
+from compmod.models.host_mirror import mirror, set_mirrored
 
 
 @dataclass
@@ -66,6 +67,7 @@ class SwAV(SSLMethod):
         self.queue_start_step, self.freeze_prototypes_steps = queue_start_step, freeze_prototypes_steps
         self.unused_parameters = freeze_prototypes_steps > 0  # DDP: the frozen prototypes get no gradient
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # optimiser steps taken
+        mirror(self, "step")
         self._pending: torch.Tensor | None = None
         self.normalize_prototypes_()
 
@@ -78,7 +80,7 @@ class SwAV(SSLMethod):
         z1, z2 = self.projector(h1), self.projector(h2)
         e1, e2 = gather(F.normalize(z1, dim=1)), gather(F.normalize(z2, dim=1))
         c = self.prototypes.weight
-        if int(self.step) < self.freeze_prototypes_steps:
+        if self.host["step"] < self.freeze_prototypes_steps:
             c = c.detach()
         queued1 = queued2 = None
         if self.queue is not None and self.queue.full:  # (2, size, P) scores, no gradient
@@ -93,10 +95,11 @@ class SwAV(SSLMethod):
         """Prototypes back to unit rows; the last batch's embeddings into the queue (from
         `queue_start_step`); one more step counted."""
         self.normalize_prototypes_()
-        if self.queue is not None and self._pending is not None and int(self.step) >= self.queue_start_step:
+        queueing = self.host["step"] >= self.queue_start_step
+        if self.queue is not None and self._pending is not None and queueing:
             self.queue.push_(self._pending)
         self._pending = None
-        self.step.add_(1)
+        set_mirrored(self, "step", self.host["step"] + 1)
 
 
 @register_method("swav", SwAVParams, "simclr")

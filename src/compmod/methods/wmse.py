@@ -13,6 +13,7 @@ from compmod.errors import ConfigError
 from compmod.losses.wmse import wmse_loss
 from compmod.methods.base import ProjectorParams, SSLMethod, StepOutput, register_method
 from compmod.models import projector
+from compmod.models.host_mirror import mirror, set_mirrored
 
 
 @dataclass
@@ -88,10 +89,11 @@ class WMSE(SSLMethod):
         self.projector = projector
         self.w_size, self.w_iter, self.eps, self.seed = w_size, w_iter, eps, seed
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        mirror(self, "step")
 
     def permutations(self, n: int) -> torch.Tensor:
         """(w_iter, n) permutations for the current step (the same on every rank: all count steps alike)."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.step))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.host["step"])
         return torch.stack([torch.randperm(n, generator=g) for _ in range(self.w_iter)])
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
@@ -109,7 +111,7 @@ class WMSE(SSLMethod):
 
     @torch.no_grad()
     def after_optimizer_step(self, progress: float) -> None:
-        self.step += 1
+        set_mirrored(self, "step", self.host["step"] + 1)
 
 
 @register_method("wmse", WMSEParams, "simclr")

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compmod.models.host_mirror import mirror, set_mirrored
+
 
 class FeatureQueue(nn.Module):
     """`views` first-in-first-out queues of `size` rows of dimension `dim`, with a wrap-around pointer.
@@ -27,10 +29,11 @@ class FeatureQueue(nn.Module):
         self.register_buffer("rows", rows)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.tensor(filled, dtype=torch.long))
+        mirror(self, "ptr", "filled")
 
     @property
     def full(self) -> bool:
-        return int(self.filled) == self.rows.shape[1]
+        return self.host["filled"] == self.rows.shape[1]
 
     @torch.no_grad()
     def push_(self, keys: torch.Tensor) -> None:
@@ -38,7 +41,7 @@ class FeatureQueue(nn.Module):
         `size` stay."""
         size, n = self.rows.shape[1], keys.shape[1]
         kept = min(n, size)
-        idx = (int(self.ptr) + torch.arange(n - kept, n, device=self.rows.device)) % size
+        idx = (self.host["ptr"] + torch.arange(n - kept, n, device=self.rows.device)) % size
         self.rows[:, idx] = keys[:, n - kept :].to(self.rows.dtype)
-        self.ptr.fill_((int(self.ptr) + n) % size)
-        self.filled.fill_(min(int(self.filled) + n, size))
+        set_mirrored(self, "ptr", (self.host["ptr"] + n) % size)
+        set_mirrored(self, "filled", min(self.host["filled"] + n, size))

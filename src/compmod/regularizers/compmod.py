@@ -218,9 +218,10 @@ class CompMod:
         x2: torch.Tensor,
         lr: float,
         tentative: TentativeStep | None = None,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         """Update xi (every `every` steps). Call after backward() and before the main optimizer.step();
-        `tentative`: see `hypergradient`."""
+        `tentative`: see `hypergradient`. Returns the hypergradient's norm as a 0-d tensor (on the device:
+        reading it waits for the device; the Trainer reads it every `train.log_every` steps)."""
         run = self.step % self.every == 0
         self.step += 1
         if not run:
@@ -234,7 +235,7 @@ class CompMod:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
-        return {"hypergrad_norm": float(norm)}
+        return {"hypergrad_norm": norm.detach()}
 
     def state_dict(self) -> dict[str, Any]:
         return {
