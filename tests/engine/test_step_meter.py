@@ -27,6 +27,7 @@ def test_adding_a_step_never_reads_the_device(monkeypatch) -> None:
     # .item(), .tolist() and bool() of a tensor are the host reads; add() must use none of them
     meter = StepMeter()
     meter.add(0, {"loss": torch.tensor(1.0)})
+
     def refuse(*args, **kwargs):
         raise AssertionError("a tensor was read on the host")
 
