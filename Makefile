@@ -48,5 +48,14 @@ $(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
 bench: setup data $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks.run_all
 
+# Does the library train on this device? benchmarks/gpu_check.py: every method x CompMod mode, precisions and
+# compile, exact vs jvp hypergradients, fp16 overflow, DDP, throughput, host syncs, `compmod train` end to
+# end; data generated, nothing installed (the source tree only). DEVICE=cpu runs tiny sizes (CI runs that).
+# Writes benchmarks/results/gpu_check/<device kind>/gpu_check.{json,md}; exit code 1 if a section failed.
+DEVICE ?= auto
+.PHONY: gpu-check
+gpu-check:
+	PYTHONPATH=src:. $(PYTHON) -m benchmarks.gpu_check --device $(DEVICE)
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
