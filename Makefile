@@ -54,8 +54,8 @@ bench: setup data $(VENV)/.bench-installed
 # Writes benchmarks/results/gpu_check/<device kind>/gpu_check.{json,md}; exit code 1 if a section failed.
 DEVICE ?= auto
 .PHONY: gpu-check
-gpu-check:
-	PYTHONPATH=src:. $(PYTHON) -m benchmarks.gpu_check --device $(DEVICE)
+gpu-check:  # the project's venv where it exists, else $(PYTHON) (a GPU machine with nothing installed)
+	PYTHONPATH=src:. $$(test -x $(BIN)/python && echo $(BIN)/python || echo $(PYTHON)) -m benchmarks.gpu_check --device $(DEVICE)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
