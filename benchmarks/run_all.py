@@ -15,7 +15,7 @@ import time
 
 from benchmarks.harness import RESULTS
 
-BENCHMARKS = ("step", "augment", "e2e", "knn")
+BENCHMARKS = ("step", "augment", "e2e", "knn", "data_path")
 
 
 def results_dir(device: str):

@@ -15,10 +15,11 @@ A store is one folder, ``<stores>/<name>-<side>s-<size>px-<C>ch-<folder hash>-<f
 <folder hash> hashes the dataset folder's path and <fingerprint> its file list (paths, sizes, modification
 times), so adding or touching a file prepares a new store, which replaces the stale ones of that folder.
 
-Storage is raw uint8, not JPEG (benchmarks/results/data_path.md has the measurement): at side 256 a raw
-ImageNet-sized image is ~262 KB against ~30 KB as JPEG (quality 90), but reading one raw image is a copy
-(~25k images/s on one core of this machine) where decoding the JPEG costs ~1.3 ms (~750 images/s per core):
-a JPEG store would make every epoch CPU-bound on the data, which is the wait this store exists to remove.
+Storage is raw uint8, not JPEG (measured by `benchmarks/data_path.py`, results/data_path.md): at side 256
+an ImageNet-sized image is ~241 KiB raw against ~18 KiB as a quality-90 JPEG, but one thread copies ~23k
+raw images/s out of the store where it decodes ~3.6k of those JPEGs/s (smooth generated images; real
+photographs decode slower): a JPEG store would put a decoder back on every step's path, the wait this
+store exists to remove, for a 13x smaller footprint.
 At side 256 ImageNet's train store is ~336 GB (side 160: ~131 GB); `compmod plan` prints the figure.
 
 Decoding runs in `workers` processes, each taking chunks of files; the parent writes in file order into
