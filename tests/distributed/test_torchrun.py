@@ -34,6 +34,7 @@ RUN = [
     "train.progress=false",
     "eval.enabled=false",
     "train.threads=1",
+    "train.log_every=1",  # every step in metrics.jsonl
 ]
 
 

@@ -18,6 +18,7 @@ from compmod.losses.simsiam import simsiam_loss
 from compmod.losses.vicreg import vicreg_loss
 from compmod.losses.wmse import wmse_loss
 from compmod.methods import METHODS, SSLMethod
+from compmod.models.host_mirror import set_mirrored
 
 BATCH, FEAT, PROJ = 8, 12, 6
 SMALL = {"proj_hidden_dim": 10, "proj_dim": PROJ, "pred_hidden_dim": 5}
@@ -144,9 +145,9 @@ def test_mec_loss_is_mec_loss_against_the_teacher_with_lambda_warm_up() -> None:
     out = method(x1, x2)
     assert method.lam(BATCH, PROJ) == pytest.approx(full / 8)  # MEC's warm-up starts at lam / 8
     assert_close(out.loss, _mec_expected(method, x1, x2, out.z, full / 8), rtol=1e-12, atol=1e-12)
-    method.progress.fill_(0.1)  # half-way: 1/lam = (8/lam + 1/lam) / 2
+    set_mirrored(method, "progress", 0.1)  # half-way: 1/lam = (8/lam + 1/lam) / 2
     assert method.lam(BATCH, PROJ) == pytest.approx(full / 4.5)
-    method.progress.fill_(0.5)
+    set_mirrored(method, "progress", 0.5)
     out = method(x1, x2)
     assert method.lam(BATCH, PROJ) == pytest.approx(full)
     assert_close(out.loss, _mec_expected(method, x1, x2, out.z, full), rtol=1e-12, atol=1e-12)
