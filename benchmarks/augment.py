@@ -52,9 +52,9 @@ from torchvision.transforms import v2
 from benchmarks.harness import RESULTS, environment, markdown_table, median_seconds, sync, write_result
 from compmod.config import load_config
 from compmod.config.augment import ViewAugment
+from compmod.config.augment_presets import augment_preset
 from compmod.data.augment import BatchAugment
 from compmod.data.datasets.load import load_dataset
-from compmod.data.presets import augment_preset
 from compmod.engine.builders import build_augmentations, build_method
 from compmod.engine.optim import build_optimizer
 from compmod.engine.step import TrainStep

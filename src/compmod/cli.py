@@ -147,15 +147,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from compmod.eval.from_checkpoint import evaluate_checkpoint
+    from compmod.engine.from_checkpoint import evaluate_checkpoint
 
     print(json.dumps(evaluate_checkpoint(args.checkpoint, args.protocol, args.overrides), indent=2))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from compmod.config.augment_presets import preset_names
     from compmod.data.datasets import DATASETS
-    from compmod.data.presets import preset_names
     from compmod.methods import METHODS
     from compmod.models import BACKBONES
 

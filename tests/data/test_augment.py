@@ -14,11 +14,11 @@ from torch.testing import assert_close
 from torchvision.transforms import InterpolationMode
 
 from compmod.config.augment import AUGMENT_OPS, AugmentConfig, ViewAugment
+from compmod.config.augment_presets import augment_preset, preset_names
 from compmod.data import augment as augment_module
 from compmod.data import augment_ops as ops_
 from compmod.data.augment import BatchAugment, build_views, eval_transform
 from compmod.data.augment_params import OP_DEFAULT_PROB, restrict_ops, sample_crop_boxes
-from compmod.data.presets import augment_preset, preset_names
 from compmod.errors import ConfigError
 
 MEAN3, STD3 = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from compmod.config import load_config
+from compmod.data.build import build_dataset
 from compmod.data.datasets import load_dataset
-from compmod.engine.builders import build_dataset
 from compmod.errors import ConfigError, DataError
 
 HINT = "set data.on_bad_image=skip to skip unreadable images"

@@ -13,7 +13,8 @@ from tests.helpers import requires_fmnist, run_cli
 from compmod.config import load_config
 from compmod.config.load import config_from_dict
 from compmod.data.augment import eval_transform
-from compmod.engine.builders import build_dataset, build_method
+from compmod.data.build import build_dataset
+from compmod.engine.builders import build_method
 from compmod.engine.checkpoint import load_checkpoint
 from compmod.engine.trainer import Trainer
 from compmod.eval.diagnostics import coding_rate, effective_rank, representation_stats

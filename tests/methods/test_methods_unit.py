@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from compmod.data.presets import preset_names
+from compmod.config.augment_presets import preset_names
 from compmod.errors import ConfigError
 from compmod.losses import barlow_twins, byol_loss, ntxent
 from compmod.methods import METHODS, SSLMethod

@@ -1,7 +1,8 @@
 """Typed augmentation settings: one `ViewAugment` per view, plus the set of enabled ops.
 
 Defaults follow SimCLR's CIFAR recipe (Chen et al. 2020, Appendix B.9); method presets in
-`compmod.data.presets` override them (BYOL's asymmetric blur and solarisation, Grill et al. 2020, Table 6).
+`compmod.config.augment_presets` override them (BYOL's asymmetric blur and solarisation, Grill et al.
+2020, Table 6).
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ from typing import Any
 import yaml
 
 from compmod.config.augment import AugmentConfig
+from compmod.config.augment_presets import augment_preset  # importing fills the registries
 from compmod.config.schema import Config, MethodConfig
 from compmod.config.validate import validate
 from compmod.config.yaml_loader import DuplicateKeyError, load_yaml
 from compmod.errors import ConfigError, did_you_mean
+from compmod.methods import METHODS
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -75,9 +77,6 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     raw = copy.deepcopy(raw)
-    from compmod.data.presets import augment_preset  # registries are filled on import
-    from compmod.methods import METHODS
-
     method_raw = _section(raw, "method")
     name = method_raw.pop("name", MethodConfig.name)
     if not isinstance(name, str):

@@ -22,7 +22,7 @@ from compmod.methods.base import SSLMethod
 
 class OnlineMonitor:
     def __init__(self, cfg: Config, device: torch.device) -> None:
-        from compmod.engine.builders import build_dataset
+        from compmod.data.build import build_dataset
 
         data = build_dataset(cfg, "train")
         n = min(cfg.eval.monitor_images, len(data))

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from compmod.config.schema import Config
+from compmod.data.build import build_dataset
 from compmod.data.datasets.imagenet import PREPARED_DATASETS
-from compmod.engine.builders import build_dataset
 from compmod.errors import ConfigError
 
 

@@ -27,14 +27,9 @@ from tqdm import tqdm
 
 from compmod.config.load import config_to_dict, dump_config
 from compmod.config.schema import Config
+from compmod.data.build import build_dataset
 from compmod.distributed import broadcast_, is_initialized, is_main, local_rows
-from compmod.engine.builders import (
-    build_augmentations,
-    build_compmod,
-    build_dataset,
-    build_method,
-    method_label,
-)
+from compmod.engine.builders import build_augmentations, build_compmod, build_method, method_label
 from compmod.engine.checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from compmod.engine.checkpoint_content import load_entry, load_matching
 from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distributed

@@ -51,7 +51,7 @@ def evaluate(
     `<train.run_dir>/semi_indices`), and for "diagnostics" test_h_effective_rank, test_z_coding_rate, ...
     (`embedding_stats` of `method` on the test images).
     """
-    from compmod.engine.builders import build_dataset
+    from compmod.data.build import build_dataset
 
     unknown = sorted(set(which) - {*EVALS, *ON_REQUEST})
     if unknown:

@@ -182,7 +182,7 @@ def evaluate_semi(
     Returns:
         {"semi_<pct>pct_top1", "semi_<pct>pct_top5", "semi_<pct>pct_labels"} per fraction (semi_1pct_top1).
     """
-    from compmod.engine.builders import build_dataset
+    from compmod.data.build import build_dataset
 
     train = train if train is not None else build_dataset(cfg, "train")
     test = test if test is not None else build_dataset(cfg, "test")

@@ -40,6 +40,7 @@ from compmod.distributed import all_reduce_sum, average_, gather, world_size
 from compmod.losses.mec import comp_loss, mcr_loss
 from compmod.meta.batchnorm_jvp import lean_batchnorm_jvp
 from compmod.meta.functional import head_call, stateless_forward, trainable, zeros_for_none
+from compmod.meta.fusion import fuse
 from compmod.meta.lookahead import Lookahead
 
 MODES = ("jvp", "exact", "off")
@@ -66,8 +67,6 @@ class BilevelProblem:
         return self.lookahead if self.lookahead is not None else Lookahead.plain(self.r, count)
 
     def z_hat(self, xi: Mapping[str, torch.Tensor], h, z, real_buffers: bool = False) -> torch.Tensor:
-        from compmod.regularizers.fusion import fuse  # here: regularizers imports this module
-
         x = fuse(self.fusion, h, z, self.alpha)
         return head_call(self.head, xi, gather(x.detach() if self.detach_input else x), real_buffers)
 

@@ -27,10 +27,10 @@ from torch import nn
 from compmod.distributed import average_, local_rows, world_size
 from compmod.losses.mec import SCALES, lambda_at, mec_lambda
 from compmod.meta.functional import trainable
+from compmod.meta.fusion import FUSIONS, fusion_dims
 from compmod.meta.hypergrad import MODES, BilevelProblem, hypergrad_exact, hypergrad_jvp, hypergrad_off
 from compmod.meta.lookahead import TentativeStep
 from compmod.models.heads import mlp
-from compmod.regularizers.fusion import FUSIONS, fusion_dims
 
 
 class CompModHead(nn.Module):

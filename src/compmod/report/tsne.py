@@ -101,7 +101,8 @@ def embed_run(
     """
     from compmod.config.load import config_from_dict
     from compmod.data.augment import eval_transform
-    from compmod.engine.builders import build_dataset, build_method
+    from compmod.data.build import build_dataset
+    from compmod.engine.builders import build_method
     from compmod.engine.checkpoint import load_checkpoint
     from compmod.engine.checkpoint_content import load_matching, saved_config, saved_image_format
     from compmod.engine.trainer import checkpoint_path
