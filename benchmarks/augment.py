@@ -24,8 +24,8 @@ Share of a training step. SimCLR with the small CNN on 28x28x1 at batch 256 (con
 `configs/fashion_mnist_simclr.yaml`: the simclr preset with crop scale (0.2, 1), the views built as the
 Trainer builds them, with `build_augmentations`), and, as information, ResNet-18 (CIFAR stem,
 `configs/cifar10_simclr.yaml`) on 32x32x3 at batch 64. As in one `Trainer` step: (a) the two views,
-`step_fn.prepare(views[i](x, generator))`, and (b) `TrainStep.forward` (forward and loss), reading the
-loss, `TrainStep.update` (backward, optimizer step) and `after_optimizer_step`, on fixed views, with the
+`step_fn.prepare(views[i](x, generator))`, and (b) `TrainStep.step` (forward, loss, backward, meta
+step, optimizer step, `after_optimizer_step`) and reading its loss, on fixed views, with the
 config's speed options (precision, channels_last, compile). share = a / (a + b).
 
 Every figure is the median of `--repeats` timed runs after warm-up; the figures that are compared run in
@@ -203,10 +203,8 @@ def step_share(
     x1, x2 = augment()
 
     def step() -> float:
-        total, _ = step_fn.forward(x1, x2)
-        loss = float(total.detach())  # the Trainer reads the loss (and checks it) every step
-        step_fn.update(total, x1, x2, train.lr, 0.5)  # includes the method's after-step hook
-        return loss
+        total, _ = step_fn.step(x1, x2, train.lr, 0.5)  # includes the method's after-step hook
+        return float(total)  # read every step here, so that each timed step has finished
 
     threads = torch.get_num_threads()
     t_aug, t_step = interleaved([(augment, 5, threads), (step, 1, threads)], repeats, warmup, device)

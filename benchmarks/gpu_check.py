@@ -201,16 +201,15 @@ def view_batches(step, batch: int, size: int, dtype: torch.dtype = torch.float32
 
 
 def train_steps(step, x1: torch.Tensor, x2: torch.Tensor, n: int, lr: float) -> list[float]:
-    """`n` steps as the Trainer's loop takes them (forward, the finiteness check, update); the losses.
-    A non-finite loss or meta-step value raises."""
+    """`n` steps as the Trainer's loop takes them (`TrainStep.step`), each step's values read; the
+    losses. A non-finite loss or meta-step value raises."""
     import math
 
     losses = []
     for i in range(n):
-        total, parts = step.forward(x1, x2)
-        loss = float(total.detach())
+        total, parts = step.step(x1, x2, lr, (i + 1) / n)
+        loss = float(total)
         values = {k: float(v) for k, v in parts.items()}
-        values.update({k: float(v) for k, v in step.update(total, x1, x2, lr, (i + 1) / n).items()})
         bad = {k: v for k, v in {"loss": loss, **values}.items() if not math.isfinite(v)}
         if bad:
             raise AssertionError(f"step {i}: non-finite {bad}")
@@ -338,13 +337,16 @@ def hypergradients(ctx: Context, method: str, dtype: str) -> dict[str, Any]:
     cfg = load(ctx.overrides(method, "jvp", f"train.dtype={dtype}", "train.channels_last=false"))
     step = build_train_step(cfg, 3, s.image)
     x1, x2 = view_batches(step, s.batch, s.image, getattr(torch, dtype))
-    total, _ = step.forward(x1, x2)
+    out = step.method(x1, x2)  # the real forward and backward of TrainStep.step, without its updates
+    reg = step.compmod.regularize(out.h, out.z)
     step.optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    (out.loss + reg.loss).backward()
     grads = {}
     for mode in ("exact", "jvp"):
         step.compmod.mode = mode
-        grads[mode] = step.compmod.hypergradient(step.method, x1, x2, cfg.train.lr, step.lookahead)
+        grads[mode] = step.compmod.hypergradient(
+            step.method, x1, x2, cfg.train.lr, reg.context, step.lookahead
+        )
     diff = _norm([a - b for a, b in zip(grads["exact"], grads["jvp"], strict=True)])
     layers = sum(  # trained weight layers (an EMA teacher's are not on the differentiated path)
         isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and m.weight.requires_grad

@@ -139,19 +139,19 @@ def check_throughput(ctx: Context) -> dict[str, Any]:
 def trainer_steps(trainer, warmup: int, measured: int, enter, leave) -> int:
     """Run `trainer.fit()` with `enter()` called at the start of step `warmup` + 1 and `leave()` at the start
     of step `warmup` + `measured` + 1 (`train.max_steps` must be that step), so the window holds `measured`
-    whole iterations of the Trainer's loop (views, forward, loss check, update, logging). The step count
-    is read off `step_fn.forward`, which the loop calls once per step; returns the steps measured."""
-    forward, calls = trainer.step_fn.forward, [0]
+    whole iterations of the Trainer's loop (views, the step, metrics on the device). The step count is
+    read off `step_fn.step`, which the loop calls once per step; returns the steps measured."""
+    step, calls = trainer.step_fn.step, [0]
 
-    def counted(x1: torch.Tensor, x2: torch.Tensor):
+    def counted(*args: Any, **kwargs: Any):
         if calls[0] == warmup:
             enter()
         if calls[0] == warmup + measured:
             leave()
         calls[0] += 1
-        return forward(x1, x2)
+        return step(*args, **kwargs)
 
-    trainer.step_fn.forward = counted
+    trainer.step_fn.step = counted  # type: ignore[method-assign]
     trainer.fit()
     return calls[0] - warmup - 1
 

@@ -156,7 +156,8 @@ def main() -> None:
             sys.exit(f"step {step}: loss is {loss.item()}, stopping")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        parts.update(reg.meta_step(model, x1, x2, lr=opt.param_groups[0]["lr"]))  # CompMod
+        meta = reg.meta_step(model, x1, x2, opt.param_groups[0]["lr"], reg_out.context)  # CompMod
+        parts.update({k: float(v) for k, v in meta.items()})  # CompMod
         opt.step()
         if step == 1 or step == args.steps or (args.log_every > 0 and step % args.log_every == 0):
             shown = "  ".join(f"{k} {v:.4f}" for k, v in parts.items())

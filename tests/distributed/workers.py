@@ -74,10 +74,11 @@ def three_steps(name: str, extra: list[str]) -> dict[str, Any]:
     for i in range(3):
         a, b = x1[rows] * (1 + 0.1 * i), x2[rows] * (1 - 0.1 * i)  # a new batch each step
         step = model(a, b)
-        total = step.loss + reg.regularize(step.h, step.z).loss
+        r = reg.regularize(step.h, step.z)
+        total = step.loss + r.loss
         opt.zero_grad(set_to_none=True)
         total.backward()
-        reg.meta_step(method, a, b, lr=0.05)
+        reg.meta_step(method, a, b, 0.05, r.context)
         opt.step()
         method.after_optimizer_step((i + 1) / 3)
         losses.append(total.detach())
@@ -102,9 +103,10 @@ def compmod_hypergrads(names: list[str], mode: str, fusion: str) -> dict[str, An
         model = wrap(method, torch.device("cpu"))
         a, b = x1[rows], x2[rows]
         step = model(a, b)
-        total = step.loss + reg.regularize(step.h, step.z).loss
+        r = reg.regularize(step.h, step.z)
+        total = step.loss + r.loss
         total.backward()
-        hyper = reg.hypergradient(method, a, b, lr=0.1)
+        hyper = reg.hypergradient(method, a, b, 0.1, r.context)
         out[name] = {"loss": total.detach(), "grads": _grads(method), "hyper": [g.detach() for g in hyper]}
     return out
 

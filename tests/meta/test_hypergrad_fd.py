@@ -30,7 +30,7 @@ from compmod.losses import comp_loss
 from compmod.meta import BilevelProblem, objective
 from compmod.meta.functional import trainable
 from compmod.methods import SSLMethod
-from compmod.regularizers import FUSIONS, CompMod, fuse
+from compmod.regularizers import FUSIONS, CompMod, MetaContext, fuse
 
 BATCH, SIZE, HIDDEN, PROJ = 8, 12, 32, 16
 R = 0.5  # look-ahead step r
@@ -57,24 +57,26 @@ def build(name: str) -> SSLMethod:
     return build_method(load_config(None, overrides), 1, SIZE).double()
 
 
-def real_step(model: SSLMethod, reg: CompMod, x1: torch.Tensor, x2: torch.Tensor) -> None:
-    """Step 1 of Algorithm 1 up to backward: the model's .grad = grad_omega [L_ssl + lambda1 L_mcr]."""
+def real_step(model: SSLMethod, reg: CompMod, x1: torch.Tensor, x2: torch.Tensor) -> MetaContext:
+    """Step 1 of Algorithm 1 up to backward: the model's .grad = grad_omega [L_ssl + lambda1 L_mcr];
+    returns the context of the batch's meta step."""
     model.zero_grad(set_to_none=True)
     out = model(x1, x2)
-    (out.loss + reg.regularize(out.h, out.z).loss).backward()
+    r = reg.regularize(out.h, out.z)
+    (out.loss + r.loss).backward()
+    return r.context
 
 
-def cached_problem(reg: CompMod, r: float) -> BilevelProblem:
-    """The bi-level problem of the batch last passed to `regularize` (its lam and its mixup alpha)."""
-    assert reg._cache is not None
-    return reg.problem(r, reg._cache["lam"], reg._cache["alpha"])
+def batch_problem(reg: CompMod, ctx: MetaContext, r: float) -> BilevelProblem:
+    """The bi-level problem of the batch of `ctx` (its lam and its mixup alpha)."""
+    return reg.problem(r, ctx.lam, ctx.alpha)
 
 
-def hypergrads(reg: CompMod, model: SSLMethod, x1, x2) -> dict[str, list[torch.Tensor]]:
+def hypergrads(reg: CompMod, model: SSLMethod, x1, x2, ctx: MetaContext) -> dict[str, list[torch.Tensor]]:
     out = {}
     for mode in ("exact", "jvp"):
         reg.mode = mode
-        out[mode] = reg.hypergradient(model, x1, x2, lr=R)
+        out[mode] = reg.hypergradient(model, x1, x2, R, ctx)
     return out
 
 
@@ -114,22 +116,22 @@ def test_exact_and_jvp_match_finite_differences_of_F(name, fusion, detach_input)
     model, reg, x1, x2 = setup(name, fusion, detach_input)
 
     # 1) ReLU networks as built: exact and jvp are the same number by two routes.
-    real_step(model, reg, x1, x2)
-    g = hypergrads(reg, model, x1, x2)
+    ctx = real_step(model, reg, x1, x2)
+    g = hypergrads(reg, model, x1, x2, ctx)
     assert norm(g["exact"]) > 0
     assert rel_diff(g["exact"], g["jvp"]) <= 1e-12
 
     # 2) Smooth networks (see the module docstring): both against central differences of F.
     smooth_activations(model)
     smooth_activations(reg.head)
-    real_step(model, reg, x1, x2)
-    g = hypergrads(reg, model, x1, x2)
+    ctx = real_step(model, reg, x1, x2)
+    g = hypergrads(reg, model, x1, x2, ctx)
     assert rel_diff(g["exact"], g["jvp"]) <= 1e-12
-    problem = cached_problem(reg, R)
+    problem = batch_problem(reg, ctx, R)
     xi = {n: p.detach() for n, p in trainable(reg.head).items()}
     # both parts of the hypergradient carry weight, so FD sees an error in either
     reg.mode = "off"
-    g_comp = reg.hypergradient(model, x1, x2, lr=R)
+    g_comp = reg.hypergradient(model, x1, x2, R, ctx)
     share = norm(g_comp) / norm(g["exact"])
     assert 0.01 < share < 0.99, share
 
@@ -157,9 +159,9 @@ def test_per_coordinate_finite_differences():
     model, reg, x1, x2 = setup("simclr", "concat_h", False)
     smooth_activations(model)
     smooth_activations(reg.head)
-    real_step(model, reg, x1, x2)
-    g = hypergrads(reg, model, x1, x2)
-    problem = cached_problem(reg, R)
+    ctx = real_step(model, reg, x1, x2)
+    g = hypergrads(reg, model, x1, x2, ctx)
+    problem = batch_problem(reg, ctx, R)
     xi = {n: p.detach() for n, p in trainable(reg.head).items()}
     assert len(xi) == 5  # Linear, BN weight, BN bias, Linear, Linear bias
     for (n, p), ge, gj in zip(xi.items(), g["exact"], g["jvp"], strict=True):
@@ -180,8 +182,8 @@ def test_per_coordinate_finite_differences():
 def test_objective_is_the_one_step_look_ahead(name):
     """`objective` against F written out by hand: an SGD step of size r on a deep copy of the model."""
     model, reg, x1, x2 = setup(name, "concat_h", False, lambda1=2.0)
-    real_step(model, reg, x1, x2)
-    problem = cached_problem(reg, R)
+    ctx = real_step(model, reg, x1, x2)
+    problem = batch_problem(reg, ctx, R)
     xi = {n: p.detach() for n, p in trainable(reg.head).items()}
     head = copy.deepcopy(reg.head)  # same parameters; its own BN statistics
     moved = copy.deepcopy(model)

@@ -32,10 +32,12 @@ def views(dtype: torch.dtype = torch.float64, seed: int = 1) -> tuple[torch.Tens
 
 
 def real_step(model: SSLMethod, reg: CompMod, x1: torch.Tensor, x2: torch.Tensor):
+    """The real step's forward and backward: (the method's output, the context of its meta step)."""
     model.zero_grad(set_to_none=True)
     out = model(x1, x2)
-    (out.loss + reg.regularize(out.h, out.z).loss).backward()
-    return out
+    r = reg.regularize(out.h, out.z)
+    (out.loss + r.loss).backward()
+    return out, r.context
 
 
 def norm(gs: list[torch.Tensor]) -> float:
@@ -51,13 +53,13 @@ def test_off_mode_is_lambda2_grad_comp_only(fusion):
     )
     x1, x2 = views()
     head = copy.deepcopy(reg.head)  # independent copy, taken before regularize touches the BN stats
-    out = real_step(model, reg, x1, x2)
-    g_off = reg.hypergradient(model, x1, x2, lr=0.5)
+    out, ctx = real_step(model, reg, x1, x2)
+    g_off = reg.hypergradient(model, x1, x2, 0.5, ctx)
 
     # independently: a fresh forward of the head on the real step's (detached) h and z
     h = tuple(t.detach() for t in out.h)
     z = tuple(t.detach() for t in out.z)
-    alpha = reg._cache["alpha"]  # the alpha the real step used (None unless mixup_h)
+    alpha = ctx.alpha  # the alpha the real step used (None unless mixup_h)
     if fusion == "mixup_h":
         torch.testing.assert_close(alpha, torch.full((BATCH, 1), 0.3, dtype=torch.float64), rtol=0, atol=1e-7)
     z_hat = head(fuse(fusion, h, z, alpha))
@@ -70,12 +72,12 @@ def test_off_mode_is_lambda2_grad_comp_only(fusion):
 
     # lambda2 = 0: exactly zero, whatever the look-ahead would have said
     reg.lambda2 = 0.0
-    assert all(torch.equal(g, torch.zeros_like(g)) for g in reg.hypergradient(model, x1, x2, lr=0.5))
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in reg.hypergradient(model, x1, x2, 0.5, ctx))
 
     # lambda1 > 0: the bi-level hypergradient carries the -r * lambda1 L_ssl term on top of it
     reg.lambda2 = 0.7
     reg.mode = "jvp"
-    g_jvp = reg.hypergradient(model, x1, x2, lr=0.5)
+    g_jvp = reg.hypergradient(model, x1, x2, 0.5, ctx)
     diff = norm([a - b for a, b in zip(g_jvp, g_off, strict=True)])
     assert diff > 0.1 * norm(g_off), (diff, norm(g_off))
 
@@ -85,11 +87,11 @@ def test_bilevel_term_vanishes_with_lambda1_zero():
     model = build("byol")
     reg = CompMod(model.feat_dim, PROJ, lambda1=0.0, mode="off").to(dtype=torch.float64)
     x1, x2 = views()
-    real_step(model, reg, x1, x2)
+    _, ctx = real_step(model, reg, x1, x2)
     g = {}
     for mode in MODES:
         reg.mode = mode
-        g[mode] = reg.hypergradient(model, x1, x2, lr=0.5)
+        g[mode] = reg.hypergradient(model, x1, x2, 0.5, ctx)
     for mode in ("exact", "jvp"):
         for a, b in zip(g[mode], g["off"], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
@@ -116,7 +118,7 @@ def test_hypergradient_and_meta_step_have_no_side_effects(name):
     model = build(name, torch.float32)
     reg = CompMod(model.feat_dim, PROJ, fusion="concat_h")
     x1, x2 = views(torch.float32)
-    real_step(model, reg, x1, x2)
+    _, ctx = real_step(model, reg, x1, x2)
     before = _snapshot(model, reg)
     assert any(k.startswith("model.") and "running_mean" in k for k in before)
     if name == "byol":
@@ -125,13 +127,13 @@ def test_hypergradient_and_meta_step_have_no_side_effects(name):
     assert sum(k.startswith("grad.") for k in before) == len(trainable(model)) - frozen
     for mode in MODES:
         reg.mode = mode
-        reg.hypergradient(model, x1, x2, lr=0.1)
+        reg.hypergradient(model, x1, x2, 0.1, ctx)
         _assert_same(before, _snapshot(model, reg))
 
     xi = [p.detach().clone() for p in reg.head.parameters()]
     for mode in MODES:
         reg.mode = mode
-        info = reg.meta_step(model, x1, x2, lr=0.1)
+        info = reg.meta_step(model, x1, x2, 0.1, ctx)
         assert info["hypergrad_norm"] > 0
         _assert_same(before, _snapshot(model, reg))  # .grad, omega, buffers, EMA target
     assert all(p.grad is None for p in reg.head.parameters())
@@ -143,10 +145,10 @@ def test_meta_step_changes_xi_only_along_the_hypergradient():
     model = build("simclr")
     reg = CompMod(model.feat_dim, PROJ, momentum=0.0, mode="jvp").to(dtype=torch.float64)
     x1, x2 = views()
-    real_step(model, reg, x1, x2)
-    g = reg.hypergradient(model, x1, x2, lr=0.2)
+    _, ctx = real_step(model, reg, x1, x2)
+    g = reg.hypergradient(model, x1, x2, 0.2, ctx)
     xi = [p.detach().clone() for p in reg.head.parameters()]
-    info = reg.meta_step(model, x1, x2, lr=0.2)
+    info = reg.meta_step(model, x1, x2, 0.2, ctx)
     for a, gi, p in zip(xi, g, reg.head.parameters(), strict=True):
         torch.testing.assert_close(p.detach(), a - 0.2 * gi, rtol=0, atol=1e-15)
     assert info["hypergrad_norm"] == pytest.approx(norm(g), rel=1e-12)
@@ -162,9 +164,9 @@ def test_every_k_updates_xi_on_steps_0_k_2k_only(mode):
     changed = []
     for i in range(steps):
         x1, x2 = views(torch.float32, seed=i)
-        real_step(model, reg, x1, x2)
+        _, ctx = real_step(model, reg, x1, x2)
         xi = [p.detach().clone() for p in reg.head.parameters()]
-        info = reg.meta_step(model, x1, x2, lr=0.05)
+        info = reg.meta_step(model, x1, x2, 0.05, ctx)
         opt.step()
         assert reg.step == i + 1
         moved = any(not torch.equal(a, b) for a, b in zip(xi, reg.head.parameters(), strict=True))
@@ -190,7 +192,7 @@ def test_fixed_mixup_alpha_fuses_0p3_h1_plus_0p7_h2():
     reg = CompMod(5, 3, fusion="mixup_h", mixup_alpha=0.3, lambda1=2.0)
     head = copy.deepcopy(reg.head)
     out = reg.regularize(h, z)
-    assert torch.equal(reg._cache["alpha"], torch.full((6, 1), 0.3))
+    assert torch.equal(out.context.alpha, torch.full((6, 1), 0.3))
     lam = reg.current_lambda(6, 3)
     expected = 2.0 * mcr_loss(head(0.3 * h[0] + 0.7 * h[1]), z[0], z[1], lam)
     torch.testing.assert_close(out.loss, expected)
@@ -200,8 +202,8 @@ def test_fixed_mixup_alpha_is_exact_in_float64():
     h = (torch.ones(4, 5, dtype=torch.float64), torch.zeros(4, 5, dtype=torch.float64))
     z = (torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
     reg = CompMod(5, 3, fusion="mixup_h", mixup_alpha=0.3).to(dtype=torch.float64)
-    reg.regularize(h, z)
-    assert torch.equal(reg._cache["alpha"], torch.full((4, 1), 0.3, dtype=torch.float64))
+    alpha = reg.regularize(h, z).context.alpha
+    assert torch.equal(alpha, torch.full((4, 1), 0.3, dtype=torch.float64))
 
 
 def test_random_mixup_alpha_per_sample_in_unit_interval():
@@ -209,17 +211,14 @@ def test_random_mixup_alpha_per_sample_in_unit_interval():
     h = (torch.randn(64, 5, generator=g), torch.randn(64, 5, generator=g))
     z = (torch.randn(64, 3, generator=g), torch.randn(64, 3, generator=g))
     reg = CompMod(5, 3, fusion="mixup_h", mixup_alpha=None)
-    reg.regularize(h, z)
-    a1 = reg._cache["alpha"]
+    a1 = reg.regularize(h, z).context.alpha
     assert a1.shape == (64, 1)
     assert float(a1.min()) >= 0.0 and float(a1.max()) <= 1.0
     assert float(a1.std()) > 0.1  # differs across rows (U(0, 1): std 0.29)
-    reg.regularize(h, z)
-    assert not torch.equal(a1, reg._cache["alpha"])  # fresh alpha per batch
+    assert not torch.equal(a1, reg.regularize(h, z).context.alpha)  # fresh alpha per batch
     # seeded: a second regularizer with the same seed draws the same alphas
     again = CompMod(5, 3, fusion="mixup_h", mixup_alpha=None)
-    again.regularize(h, z)
-    assert torch.equal(a1, again._cache["alpha"])
+    assert torch.equal(a1, again.regularize(h, z).context.alpha)
 
 
 def test_mixup_alpha_is_shared_by_real_step_and_meta_step():
@@ -233,18 +232,19 @@ def test_mixup_alpha_is_shared_by_real_step_and_meta_step():
     reg_out = reg.regularize(out.h, out.z)
     (out.loss + reg_out.loss).backward()
 
-    problem = reg.problem(0.5, reg._cache["lam"], reg._cache["alpha"])
+    ctx = reg_out.context
+    problem = reg.problem(0.5, ctx.lam, ctx.alpha)
     xi = {n: p.detach() for n, p in trainable(reg.head).items()}
     h = tuple(t.detach() for t in out.h)
     z = tuple(t.detach() for t in out.z)
     torch.testing.assert_close(problem.mcr(problem.z_hat(xi, h, z), z), reg_out.parts["mcr"])
-    fresh = reg.problem(0.5, reg._cache["lam"], torch.rand((BATCH, 1), dtype=torch.float64))
+    fresh = reg.problem(0.5, ctx.lam, torch.rand((BATCH, 1), dtype=torch.float64))
     assert abs(float(fresh.mcr(fresh.z_hat(xi, h, z), z) - reg_out.parts["mcr"])) > 1e-6
 
     g = {}
     for mode in ("exact", "jvp"):
         reg.mode = mode
-        g[mode] = reg.hypergradient(model, x1, x2, lr=0.5)
+        g[mode] = reg.hypergradient(model, x1, x2, 0.5, ctx)
     diff = norm([a - b for a, b in zip(g["exact"], g["jvp"], strict=True)])
     assert diff <= 1e-10 * norm(g["exact"])
 

@@ -36,8 +36,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainStep:
-    """`step(x1, x2, lr, progress)` = `forward(x1, x2)` then `update(total, x1, x2, lr, progress)`; the
-    Trainer checks the loss in between. The optimiser's learning rate is set to `lr` for this step."""
+    """`step(x1, x2, lr, progress)`: one training step, read top to bottom in one function; the
+    optimiser's learning rate is set to `lr` for it. The Trainer and the benchmarks call the same."""
 
     def __init__(
         self,
@@ -78,51 +78,40 @@ class TrainStep:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Total loss (method + lambda1 L_mcr) and its named parts (tensors, detached)."""
-        with self._autocast():
-            out = self.forward_module(x1, x2)
-        total, parts = _fp32(out.loss), dict(out.parts)
-        if self.compmod is not None:
-            reg = self.compmod.regularize(tuple(map(_fp32, out.h)), tuple(map(_fp32, out.z)))  # type: ignore[arg-type]
-            total = total + reg.loss
-            parts.update(reg.parts)
-        return total, parts
-
-    def update(
-        self, total: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lr: float, progress: float
-    ) -> dict[str, float]:
-        """Backward, meta step (CompMod), optimiser step, then the method's after-step hook (EMA teachers)
-        at `progress` in [0, 1] of training; returns the meta step's logged values."""
-        meta = self._update(total, x1, x2, lr)
-        self.method.after_optimizer_step(progress)
-        return meta
-
-    def _update(self, total: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lr: float) -> dict[str, float]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        meta: dict[str, float] = {}
-        if self.scaler is None:
-            total.backward()
-            if self.compmod is not None:
-                meta = self.compmod.meta_step(self.method, x1, x2, lr, self.lookahead)
-            self.optimizer.step()
-            return meta
-        self.scaler.scale(total).backward()
-        self.scaler.unscale_(self.optimizer)  # the meta step reads true gradients
-        if self.compmod is not None and _grads_finite(self.method):
-            meta = self.compmod.meta_step(self.method, x1, x2, lr, self.lookahead)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return meta
-
     def step(
         self, x1: torch.Tensor, x2: torch.Tensor, lr: float, progress: float = 0.5
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        total, parts = self.forward(x1, x2)
-        parts.update(self.update(total, x1, x2, lr, progress))
-        return total, parts
+        """One training step on the two views, top to bottom; returns the total loss (method + lambda1
+        L_mcr, detached) and its named parts (0-d tensors, on the device: nothing here waits for it).
+
+        A non-finite loss is not checked here (that would make the host wait for the device on every
+        step): the Trainer's `StepMeter` finds the first such step on the device and the Trainer reports
+        it before any checkpoint is written. `progress` in [0, 1] drives the after-step hooks (EMA)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self._autocast():  # forward and the method's loss
+            out = self.forward_module(x1, x2)
+        total, parts = _fp32(out.loss), dict(out.parts)
+        reg = None
+        if self.compmod is not None:  # + lambda1 L_mcr; xi held fixed, the context kept for its meta step
+            reg = self.compmod.regularize(tuple(map(_fp32, out.h)), tuple(map(_fp32, out.z)))  # type: ignore[arg-type]
+            total = total + reg.loss
+            parts.update(reg.parts)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            total.backward()
+        else:  # fp16: scaled backward, then true gradients for the meta step to read
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        if reg is not None and (self.scaler is None or _grads_finite(self.method)):  # fp16 overflow: skip
+            parts.update(self.compmod.meta_step(self.method, x1, x2, lr, reg.context, self.lookahead))  # type: ignore[union-attr]
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.method.after_optimizer_step(progress)  # EMA teachers, queues, counters
+        return total.detach(), parts
 
     def state_dict(self) -> dict[str, Any]:
         return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}

@@ -215,9 +215,8 @@ class Trainer:
                 cfg.warmup_start_lr,
             )
             x1, x2 = (self.step_fn.prepare(x.to(self.dtype)) for x in (x1, x2))
-            total, parts = self.step_fn.forward(x1, x2)
-            parts.update(self.step_fn.update(total, x1, x2, lr, (self.state.step + 1) / self.total_steps))
-            meter.add(self.state.step, {"loss": total.detach(), **parts})  # on the device: nothing waits
+            total, parts = self.step_fn.step(x1, x2, lr, (self.state.step + 1) / self.total_steps)
+            meter.add(self.state.step, {"loss": total, **parts})  # on the device: nothing waits
             self.state.step += 1
             self.state.batch = i + 1
             seen, done = seen + cfg.batch_size, done + 1

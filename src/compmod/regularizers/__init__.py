@@ -1,6 +1,6 @@
 """Regularizers attached to any SSL method by config: CompMod (Meta Comprehensive Regularization)."""
 
 from compmod.meta.fusion import FUSIONS, fuse, fusion_dims
-from compmod.regularizers.compmod import CompMod, CompModHead, RegOutput
+from compmod.regularizers.compmod import CompMod, CompModHead, MetaContext, RegOutput
 
-__all__ = ["FUSIONS", "CompMod", "CompModHead", "RegOutput", "fuse", "fusion_dims"]
+__all__ = ["FUSIONS", "CompMod", "CompModHead", "MetaContext", "RegOutput", "fuse", "fusion_dims"]

@@ -4,9 +4,10 @@ A plug-in for any training loop whose model returns a `StepOutput` (or `(loss, (
 
     reg = CompMod(feat_dim=512, emb_dim=128)
     out = model(x1, x2)
-    loss = out.loss + reg.regularize(out.h, out.z).loss      # + lambda1 * L_mcr, xi held fixed
+    r = reg.regularize(out.h, out.z)                          # lambda1 * L_mcr, xi held fixed
+    loss = out.loss + r.loss
     optimizer.zero_grad(); loss.backward()
-    reg.meta_step(model, x1, x2, lr)                          # xi <- xi - lr_xi * hypergradient
+    reg.meta_step(model, x1, x2, lr, r.context)               # xi <- xi - lr_xi * hypergradient
     optimizer.step()
 
 `meta_step` must run after `backward()` and before `optimizer.step()`: the `jvp` mode reads the real
@@ -46,11 +47,24 @@ class CompModHead(nn.Module):
 
 
 @dataclass
+class MetaContext:
+    """What the meta step takes from the real step's forward: the batch's h and z (detached), the mixup
+    weights alpha it drew (None unless fusion mixup_h) and the MEC lambda it used."""
+
+    h: tuple[torch.Tensor, torch.Tensor]
+    z: tuple[torch.Tensor, torch.Tensor]
+    alpha: torch.Tensor | None
+    lam: float
+
+
+@dataclass
 class RegOutput:
-    """loss: lambda1 * L_mcr, to add to the method's loss. parts: detached values to log."""
+    """loss: lambda1 * L_mcr, to add to the method's loss. parts: detached values to log. context: what
+    `meta_step` / `hypergradient` take for this batch."""
 
     loss: torch.Tensor
     parts: dict[str, torch.Tensor | float]
+    context: MetaContext
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -122,7 +136,6 @@ class CompMod:
         )
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
-        self._cache: dict[str, Any] | None = None
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CompMod:
         self.head.to(device=device, dtype=dtype)
@@ -156,13 +169,9 @@ class CompMod:
         mcr = problem.mcr(z_hat, z)
         with torch.no_grad():
             comp = problem.comp(z_hat)
-        self._cache = {
-            "h": tuple(t.detach() for t in h),
-            "z": tuple(t.detach() for t in z),
-            "alpha": alpha,
-            "lam": lam,
-        }
-        return RegOutput(self.lambda1 * mcr, {"mcr": mcr.detach(), "comp": comp, "lambda": lam})
+        detached = (tuple(t.detach() for t in h), tuple(t.detach() for t in z))
+        context = MetaContext(detached[0], detached[1], alpha, lam)  # type: ignore[arg-type]
+        return RegOutput(self.lambda1 * mcr, {"mcr": mcr.detach(), "comp": comp, "lambda": lam}, context)
 
     def problem(self, r: float, lam: float, alpha: torch.Tensor | None = None) -> BilevelProblem:
         return BilevelProblem(
@@ -184,25 +193,29 @@ class CompMod:
         x1: torch.Tensor,
         x2: torch.Tensor,
         lr: float,
+        context: MetaContext,
         tentative: TentativeStep | None = None,
     ) -> list[torch.Tensor]:
-        """The xi-gradient of F for the batch last passed to `regularize` (in `self.mode`); under data
+        """The xi-gradient of F for the batch whose `regularize` gave `context` (in `self.mode`); under data
         parallelism the global batch's, the same on every rank. The look-ahead is `tentative` (the real
         optimiser's step, `meta/lookahead.py`) applied to the real step's `.grad`, or with `tentative` None
         (or `r` set) Eq. 9's omega - r g with r = `r` or `lr`."""
-        grads = self._rank_share(model, x1, x2, lr, tentative)
+        grads = self._rank_share(model, x1, x2, lr, context, tentative)
         average_(grads)  # each rank computed its share (meta/hypergrad.py); identity in one process
         return grads
 
     def _rank_share(
-        self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, lr: float, tentative: TentativeStep | None
+        self,
+        model: nn.Module,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        lr: float,
+        c: MetaContext,
+        tentative: TentativeStep | None,
     ) -> list[torch.Tensor]:
-        if self._cache is None:
-            raise RuntimeError("call regularize(h, z) before meta_step/hypergradient")
-        c = self._cache
-        problem = self.problem(self.r if self.r is not None else lr, c["lam"], c["alpha"])
+        problem = self.problem(self.r if self.r is not None else lr, c.lam, c.alpha)
         if self.mode == "off":
-            return hypergrad_off(problem, c["h"], c["z"])
+            return hypergrad_off(problem, c.h, c.z)
         omega = list(trainable(model).values())
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in omega]
         if tentative is not None and self.r is None:
@@ -217,16 +230,18 @@ class CompMod:
         x1: torch.Tensor,
         x2: torch.Tensor,
         lr: float,
+        context: MetaContext,
         tentative: TentativeStep | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Update xi (every `every` steps). Call after backward() and before the main optimizer.step();
-        `tentative`: see `hypergradient`. Returns the hypergradient's norm as a 0-d tensor (on the device:
-        reading it waits for the device; the Trainer reads it every `train.log_every` steps)."""
+        """Update xi (every `every` steps) for the batch whose `regularize` gave `context`. Call after
+        backward() and before the main optimizer.step(); `tentative`: see `hypergradient`. Returns the
+        hypergradient's norm as a 0-d tensor (on the device: reading it waits for the device; the Trainer
+        reads it every `train.log_every` steps)."""
         run = self.step % self.every == 0
         self.step += 1
         if not run:
             return {}
-        grads = self.hypergradient(model, x1, x2, lr, tentative)
+        grads = self.hypergradient(model, x1, x2, lr, context, tentative)
         for p, g in zip(self.head.parameters(), grads, strict=True):
             p.grad = g
         if self.lr is None:
