@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.helpers import requires_fmnist, run_cli, run_process
+from tests.helpers import requires_fmnist, run_cli, run_process, set_args
 
 FAST = ["--set", "train.progress=false", "--set", "method.proj_hidden_dim=64", "--set", "method.proj_dim=32"]
 
@@ -77,6 +77,14 @@ def test_cli_train_fashion_mnist_then_eval_checkpoint(tmp_path):
     )
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["knn_top1"] == pytest.approx(results["knn_top1"])
+    # "all" honours the evaluation switches as training does (it ran the probe and the floor regardless)
+    subsets = ["eval.train_subset=2000", "eval.test_subset=2000", "train.progress=false"]
+    switched = ["eval.linear=false", "eval.pixel_knn=false", *subsets]
+    ev = run_cli("eval", "all", "--checkpoint", str(run / "checkpoints" / "last.pt"), *set_args(switched))
+    assert ev.returncode == 0, ev.stderr
+    got = json.loads(ev.stdout)
+    assert got["knn_top1"] == pytest.approx(results["knn_top1"])
+    assert not {"linear_top1", "pixel_knn_top1"} & set(got)
 
 
 @pytest.mark.slow

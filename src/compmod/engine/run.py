@@ -14,7 +14,7 @@ from compmod.engine.builders import method_label
 from compmod.engine.checkpoint import atomic_write
 from compmod.engine.run_dir import RESULTS_FILE, is_rank0, open_run
 from compmod.engine.trainer import Trainer
-from compmod.eval.protocol import EVALS, evaluate
+from compmod.eval.protocol import evaluate, selected
 
 
 def train_and_evaluate(
@@ -53,10 +53,7 @@ def _train_and_evaluate(cfg: Config, resume: bool, overwrite: bool) -> dict[str,
     if not is_main():  # under torchrun, rank 0 evaluates and writes the results
         return results
     if cfg.eval.enabled:
-        which = [w for w in EVALS if w != "linear" or cfg.eval.linear]
-        which = [w for w in which if w != "pixel_knn" or cfg.eval.pixel_knn]
-        if cfg.eval.semi:
-            which.append("semi")
+        which = selected(cfg)
         t1 = time.perf_counter()
         results.update(
             evaluate(

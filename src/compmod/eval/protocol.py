@@ -29,6 +29,13 @@ EVALS = ("knn", "linear", "pixel_knn")  # the default set
 ON_REQUEST = ("semi", "diagnostics")
 
 
+def selected(cfg: Config) -> list[str]:
+    """The evaluations a run's config asks for: kNN always, the linear probe and the raw-pixel floor
+    unless `eval.linear` / `eval.pixel_knn` is false, semi-supervised fine-tuning when `eval.semi`."""
+    off = {"linear": not cfg.eval.linear, "pixel_knn": not cfg.eval.pixel_knn}
+    return [w for w in EVALS if not off.get(w, False)] + (["semi"] if cfg.eval.semi else [])
+
+
 def evaluate(
     encoder: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     cfg: Config,

@@ -99,28 +99,21 @@ def embed_run(
     run's config; they go through `eval_transform` with the pretraining mean/std stored in the checkpoint,
     as in the run's own evaluation. Missing checkpoint: CheckpointError naming its path.
     """
-    from compmod.config.load import config_from_dict
     from compmod.data.augment import eval_transform
     from compmod.data.build import build_dataset
-    from compmod.engine.builders import build_method
-    from compmod.engine.checkpoint import load_checkpoint
-    from compmod.engine.checkpoint_content import load_matching, saved_config, saved_image_format
-    from compmod.engine.trainer import checkpoint_path
+    from compmod.engine.pretrained import load_pretrained
+    from compmod.engine.run_dir import checkpoint_path
     from compmod.eval.features import extract_features
 
     if n < 1:
         raise ValueError(f"embed_run: n must be >= 1; got {n}")
-    path = checkpoint_path(run_dir)
-    state = load_checkpoint(path)
-    cfg = config_from_dict(saved_config(state, path))
+    pre = load_pretrained(checkpoint_path(run_dir))
+    cfg, size, mean, std = pre.cfg, pre.image_shape[1], pre.mean, pre.std
     test = build_dataset(cfg, "test")
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
     idx = order[: min(n, len(test))].sort().values
-    (c, size, _), mean, std = saved_image_format(state, path)
     device = torch.device(device)
-    method = build_method(cfg, c, size)
-    load_matching(method, state["model"], path)
-    method.to(device).eval()
+    method = pre.method.to(device).eval()
 
     def transform(x: torch.Tensor) -> torch.Tensor:
         return eval_transform(x, size, mean, std)

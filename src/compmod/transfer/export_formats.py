@@ -31,8 +31,9 @@ import torch
 import torchvision
 from torch import nn
 
-from compmod.engine.checkpoint import atomic_write, load_checkpoint
+from compmod.engine.checkpoint import atomic_write
 from compmod.engine.export import BACKBONE_FILE, _metadata, _save
+from compmod.engine.pretrained import load_pretrained
 from compmod.errors import ConfigError, did_you_mean
 
 FORMATS = ("safetensors", "torchvision", "detectron2")
@@ -206,15 +207,7 @@ def export(
 
     The checkpoint is loaded with ``weights_only=True`` and the method rebuilt from its saved config.
     """
-    from compmod.config.load import config_from_dict
-    from compmod.engine.builders import build_method
-    from compmod.engine.checkpoint_content import load_matching, saved_config, saved_image_format
-
     formats = _check_formats(formats)
-    state = load_checkpoint(checkpoint_path)
-    cfg = config_from_dict(saved_config(state, checkpoint_path))
-    (c, h, _), _, _ = saved_image_format(state, checkpoint_path)
-    method = build_method(cfg, c, h)
-    load_matching(method, state["model"], checkpoint_path)
-    meta = {"method": str(state.get("method", cfg.method.name)), "backbone": cfg.model.backbone}
-    return export_backbone(method.backbone, out_dir, formats, meta)
+    pre = load_pretrained(checkpoint_path)
+    meta = {"method": pre.label, "backbone": pre.cfg.model.backbone}
+    return export_backbone(pre.method.backbone, out_dir, formats, meta)
