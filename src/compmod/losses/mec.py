@@ -117,16 +117,18 @@ def mec_lambda(m: int, d: int, eps_sq: float = 64.0) -> float:
     return d / (m * eps_sq)
 
 
-def lambda_at(step: int, warmup_steps: int, lam: float) -> float:
-    """MEC's warm-up: 1/lam goes linearly from 8/lam to 1/lam over `warmup_steps`, then stays.
+def warmed_lambda(lam: float, done: float) -> float:
+    """MEC's warm-up at fraction `done` in [0, 1] of it: 1/lam linear from 8/lam to 1/lam, i.e. lam / 8
+    at the start and lam at the end (MEC main_pretrain.py `lamda_scheduler`). The one formula of the
+    MEC method's warm-up (by training progress) and CompMod's (by step, `lambda_at`)."""
+    return lam / (8.0 - 7.0 * min(1.0, max(0.0, done)))
 
-    So lam itself goes from lam/8 to lam (MEC main_pretrain.py `lamda_scheduler`).
-    """
+
+def lambda_at(step: int, warmup_steps: int, lam: float) -> float:
+    """`warmed_lambda` at step `step` of a `warmup_steps`-step warm-up (lam from step warmup_steps on)."""
     if warmup_steps <= 0 or step >= warmup_steps:
         return lam
-    inv_start, inv_end = 8.0 / lam, 1.0 / lam
-    frac = step / max(1, warmup_steps - 1)
-    return 1.0 / (inv_start + (inv_end - inv_start) * frac)
+    return warmed_lambda(lam, step / max(1, warmup_steps - 1))
 
 
 def mec_loss(

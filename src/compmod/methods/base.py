@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compmod.models import EMATeacher, cosine_momentum
 from compmod.registry import Registry
 
 
@@ -61,6 +62,22 @@ class SSLMethod(nn.Module):
     @torch.no_grad()
     def after_optimizer_step(self, progress: float) -> None:
         """Called after each optimizer step; `progress` in [0, 1] is the fraction of training done."""
+
+    def encode_views(
+        self, x1: torch.Tensor, x2: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """((h1, h2), (z1, z2)): each view's backbone features and their projection."""
+        h1, h2 = self.backbone(x1), self.backbone(x2)
+        return (h1, h2), (self.projector(h1), self.projector(h2))
+
+    def online(self) -> nn.Sequential:
+        """(f, g) as one module: what an EMA teacher (BYOL's target, MoCo's key encoder) copies."""
+        return nn.Sequential(self.backbone, self.projector)
+
+    @torch.no_grad()
+    def move_teacher(self, teacher: EMATeacher, ema_base: float, progress: float) -> None:
+        """Move `teacher` towards (f, g) with BYOL's cosine momentum from `ema_base` to 1 at `progress`."""
+        teacher.update(self.online(), cosine_momentum(ema_base, progress))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features (N, d') used for evaluation."""

@@ -29,8 +29,7 @@ class BYOL(PredictorMethod):
     both directions, as the paper's symmetrised L^BYOL = L + L~ (Sec. 3.1), so it lies in [0, 8]."""
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.encode_views(x1, x2)
         assert self.target is not None
         t1, t2 = self.target(x1), self.target(x2)  # no grad
         # gathered: under data parallelism every rank computes the global batch's loss (the same value as

@@ -9,7 +9,7 @@ from torch import nn
 
 from compmod.distributed import gather
 from compmod.errors import ConfigError
-from compmod.losses.mec import mec_lambda, mec_loss
+from compmod.losses.mec import mec_lambda, mec_loss, warmed_lambda
 from compmod.methods.base import StepOutput, register_method
 from compmod.methods.predictor import PredictorMethod
 from compmod.methods.simsiam import SimSiamParams, simsiam_heads
@@ -52,12 +52,11 @@ class MEC(PredictorMethod):
 
     def lam(self, m: int, d: int) -> float:
         """lam = d / (m eps^2) at the current progress: lam / 8 at the start, lam after the warm-up."""
-        done = 1.0 if self.lambda_warmup <= 0 else min(1.0, self.host["progress"] / self.lambda_warmup)
-        return mec_lambda(m, d, self.eps_sq) / (8.0 - 7.0 * done)
+        done = 1.0 if self.lambda_warmup <= 0 else self.host["progress"] / self.lambda_warmup
+        return warmed_lambda(mec_lambda(m, d, self.eps_sq), done)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.encode_views(x1, x2)
         p1, p2 = gather(self.predictor(z1)), gather(self.predictor(z2))
         assert self.target is not None
         t1, t2 = gather(self.target(x1).detach()), gather(self.target(x2).detach())

@@ -32,7 +32,7 @@ from compmod.methods.base import (
     register_method,
     runs_on_own_parameters,
 )
-from compmod.models import EMATeacher, FeatureQueue, cosine_momentum, mlp
+from compmod.models import EMATeacher, FeatureQueue, mlp
 
 
 @dataclass
@@ -60,15 +60,11 @@ class MoCoV2(SSLMethod):
         super().__init__()
         self.backbone, self.feat_dim, self.projector, self.loss = backbone, feat_dim, projector, loss
         self.queue, self.ema_base = queue, ema_base
-        self.key_encoder = EMATeacher(self._online())
+        self.key_encoder = EMATeacher(self.online())
         self._pending: torch.Tensor | None = None
 
-    def _online(self) -> nn.Sequential:
-        return nn.Sequential(self.backbone, self.projector)
-
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.encode_views(x1, x2)
         k1, k2 = (gather(F.normalize(self.key_encoder(x), dim=1).detach()) for x in (x1, x2))
         q1, q2 = gather(z1), gather(z2)
         negatives = self.queue.rows.detach()
@@ -83,7 +79,7 @@ class MoCoV2(SSLMethod):
         if self._pending is not None:
             self.queue.push_(self._pending)
             self._pending = None
-        self.key_encoder.update(self._online(), cosine_momentum(self.ema_base, progress))
+        self.move_teacher(self.key_encoder, self.ema_base, progress)
 
 
 @register_method("moco_v2", MoCoV2Params, "simclr")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from compmod.methods.base import SSLMethod
-from compmod.models import EMATeacher, cosine_momentum
+from compmod.models import EMATeacher
 
 
 class PredictorMethod(SSLMethod):
@@ -28,13 +28,10 @@ class PredictorMethod(SSLMethod):
         self.projector = projector
         self.predictor = predictor
         self.ema_base = ema_base
-        self.target = EMATeacher(self._online()) if ema_base is not None else None
-
-    def _online(self) -> nn.Sequential:
-        return nn.Sequential(self.backbone, self.projector)  # the teacher's structure
+        self.target = EMATeacher(self.online()) if ema_base is not None else None
 
     @torch.no_grad()
     def after_optimizer_step(self, progress: float) -> None:
         """Move the teacher towards the online network (momentum `cosine_momentum(ema_base, progress)`)."""
         if self.target is not None and self.ema_base is not None:
-            self.target.update(self._online(), cosine_momentum(self.ema_base, progress))
+            self.move_teacher(self.target, self.ema_base, progress)

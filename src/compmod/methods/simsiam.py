@@ -47,8 +47,7 @@ class SimSiam(PredictorMethod):
     `simsiam_loss`; in [-1, 1]. No momentum encoder: the stop-gradient is the whole trick."""
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.encode_views(x1, x2)
         # gathered, as BYOL: every rank computes the global batch's loss (one process's value; DDP's
         # gradient average is then the single-process gradient)
         p1, p2, t1, t2 = (

@@ -76,8 +76,7 @@ class SwAV(SSLMethod):
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.encode_views(x1, x2)
         e1, e2 = gather(F.normalize(z1, dim=1)), gather(F.normalize(z2, dim=1))
         c = self.prototypes.weight
         if self.host["step"] < self.freeze_prototypes_steps:

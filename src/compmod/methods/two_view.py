@@ -35,7 +35,6 @@ class TwoViewMethod(SSLMethod):
         self.loss = loss
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.encode_views(x1, x2)
         loss = self.loss(gather(z1), gather(z2))
         return StepOutput(loss, {"ssl": loss.detach()}, (h1, h2), (z1, z2))

@@ -97,8 +97,7 @@ class WMSE(SSLMethod):
         return torch.stack([torch.randperm(n, generator=g) for _ in range(self.w_iter)])
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.encode_views(x1, x2)
         g1, g2 = gather(z1), gather(z2)
         n = g1.shape[0]
         size = min(self.w_size, n)
