@@ -18,7 +18,7 @@ from tests.dataset_writers import (
     write_tiny_imagenet,
 )
 
-from compmod.data.datasets import jpeg, load_dataset, store
+from compmod.data.datasets import jpeg, load_dataset, store_write
 from compmod.data.datasets.folder import _decode_all
 from compmod.data.datasets.imagenet import IMAGENET100_FILE, imagenet100_classes
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
@@ -192,7 +192,7 @@ def test_bad_jpeg_skipped_logged_and_stored(
         assert message.startswith(f"skipping unreadable image {path}: ")
     assert messages[2].startswith("skipped 2 of 10 images of split 'train'") and len(messages) == 3
     # From the store: the same images and skipped files under "skip", the same error under "fail".
-    monkeypatch.setattr(store, "decode_views", _no_decoding)
+    monkeypatch.setattr(store_write, "decode_views", _no_decoding)
     again = load_dataset("imagenet", "train", root=str(imagenet), image_size=8, on_bad_image="skip")
     assert torch.equal(again.images, ds.images) and again.skipped == ds.skipped
     with pytest.raises(DataError, match=f"cannot decode image {bad[0]}: Truncated File Read"):
@@ -233,7 +233,7 @@ def test_store_is_reused_and_invalidated_by_the_file_list(
     assert folder.name.startswith("imagenet-9s-8px-3ch-")  # shorter side 8 / 0.875 = 9
     assert sorted(p.name for p in folder.iterdir()) == STORE_FILES
     with monkeypatch.context() as m:
-        m.setattr(store, "decode_views", _no_decoding)
+        m.setattr(store_write, "decode_views", _no_decoding)
         train = load_dataset("imagenet", "train", root=str(imagenet), image_size=8)  # the same store
         assert torch.equal(train.images, first.images) and torch.equal(train.labels, first.labels)
         assert load_dataset("imagenet", "test", root=str(imagenet), image_size=8).labels.tolist() == [0, 1, 2]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from compmod.data.datasets import load_dataset, store
+from compmod.data.datasets import load_dataset, store_write
 from compmod.data.datasets.synthetic import write_imagenet
 from compmod.errors import DataError
 
@@ -80,7 +80,7 @@ def test_a_crash_while_writing_leaves_no_store(folder: Path, tmp_path: Path, mon
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store, "decode_views", crash)
+    monkeypatch.setattr(store_write, "decode_views", crash)
     with pytest.raises(KeyboardInterrupt):
         load_dataset("imagenet", "train", root=str(folder), image_size=16, store_dir=str(tmp_path / "s"))
     assert list((tmp_path / "s").iterdir()) == []

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from compmod.data.datasets.base import LoadOptions, RawSplit, not_found, register_dataset
 from compmod.data.datasets.folder import SKIP_HINT, class_folders, images_in, labelled_files, report_skipped
-from compmod.data.datasets.store import Source, StoreSpec, default_side, open_store, prepare_store, store_path
+from compmod.data.datasets.store import Source, StoreSpec, default_side, open_store, store_path
+from compmod.data.datasets.store_write import prepare_store
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
 
 PREPARED_DATASETS = ("imagenet", "imagenet100")  # read through a prepared store
