@@ -188,42 +188,27 @@ class Trainer:
         return self.cfg.train.max_steps is not None and self.state.step >= self.cfg.train.max_steps
 
     def _epoch(self, logger: MetricsLogger | None, warmup: int, signals: StopSignals) -> None:
-        cfg = self.cfg.train
-        epoch = self.state.epoch
+        cfg, epoch = self.cfg.train, self.state.epoch
         self.method.train()
         if self.compmod is not None:
             self.compmod.train()
         order = torch.randperm(
             len(self.data), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         )
-        bar = tqdm(
-            range(self.state.batch, self.steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress or not is_main(),
-            leave=False,
-            dynamic_ncols=True,
-        )
-        t0, seen, done, meter = time.perf_counter(), 0, 0, StepMeter()
-        views = self.feed.epoch(order, epoch, range(self.state.batch, self.steps_per_epoch), cfg.batch_size)
-        for i, (x1, x2) in zip(bar, views, strict=True):
+        batches = range(self.state.batch, self.steps_per_epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or not is_main(),
+                   leave=False, dynamic_ncols=True)  # fmt: skip
+        t0, done, meter = time.perf_counter(), 0, StepMeter()
+        for i, (x1, x2) in zip(bar, self.feed.epoch(order, epoch, batches, cfg.batch_size), strict=True):
             lr = warmup_cosine(
-                self.state.step,
-                self.total_steps,
-                warmup,
-                cfg.lr,
-                cfg.lr * cfg.min_lr_ratio,
-                cfg.warmup_start_lr,
+                self.state.step, self.total_steps, warmup, cfg.lr, self.min_lr, cfg.warmup_start_lr
             )
             x1, x2 = (self.step_fn.prepare(x.to(self.dtype)) for x in (x1, x2))
             total, parts = self.step_fn.step(x1, x2, lr, (self.state.step + 1) / self.total_steps)
             meter.add(self.state.step, {"loss": total, **parts})  # on the device: nothing waits
-            self.state.step += 1
-            self.state.batch = i + 1
-            seen, done = seen + cfg.batch_size, done + 1
+            self.state.step, self.state.batch, done = self.state.step + 1, i + 1, done + 1
             every = cfg.checkpoint_every
-            save = (
-                every is not None and self.state.step % every == 0 and self.state.batch < self.steps_per_epoch
-            )
+            save = every is not None and self.state.step % every == 0 and i + 1 < self.steps_per_epoch
             if self.state.step % cfg.log_every == 0 or done == 1 or save or self._max_steps_reached():
                 last = self._read(meter, epoch)  # waits for the device, every log_every steps
                 if logger is not None:
@@ -236,11 +221,16 @@ class Trainer:
             if self._max_steps_reached():
                 break
         bar.close()
+        self._end_epoch(logger, meter, done, time.perf_counter() - t0)
+
+    def _end_epoch(self, logger: MetricsLogger | None, meter: StepMeter, done: int, elapsed: float) -> None:
+        """The epoch's summary (means, throughput, data wait, the monitor when due) logged and printed;
+        the position advanced to the next epoch when this one is complete; the checkpoint written."""
+        cfg, epoch = self.cfg.train, self.state.epoch
         self._read(meter, epoch)
-        n = max(1, done)
-        elapsed = time.perf_counter() - t0
-        summary = {f"epoch_{k}": v / n for k, v in meter.read()[1].items()}
-        summary.update(epoch=epoch + 1, images_per_s=seen / max(elapsed, 1e-9), epoch_time_s=elapsed)
+        summary = {f"epoch_{k}": v / max(1, done) for k, v in meter.read()[1].items()}
+        images_per_s = done * cfg.batch_size / max(elapsed, 1e-9)
+        summary.update(epoch=epoch + 1, images_per_s=images_per_s, epoch_time_s=elapsed)
         summary["data_wait_s"] = self.feed.waited_s  # the steps' wait for the reading thread
         if self._monitor_due(epoch):
             assert self.monitor is not None
@@ -250,9 +240,9 @@ class Trainer:
         if logger is not None:
             logger.log(summary, self.state.step)
         if cfg.progress and is_main():
+            loss = summary["epoch_loss"]
             print(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {summary['epoch_loss']:.4f}  "
-                f"{summary['images_per_s']:.0f} img/s  {elapsed:.1f}s",
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  {images_per_s:.0f} img/s  {elapsed:.1f}s",
                 flush=True,
             )
         if self.state.batch == self.steps_per_epoch:

@@ -12,6 +12,8 @@ from torch import nn
 
 from compmod.config.schema import Config
 from compmod.data.augment import eval_transform
+from compmod.data.build import build_dataset
+from compmod.data.datasets import ImageDataset
 from compmod.eval.diagnostics import embedding_stats
 from compmod.eval.features import extract_features
 from compmod.eval.inference import inference_encoder, resolve_precision
@@ -58,8 +60,6 @@ def evaluate(
     `<train.run_dir>/semi_indices`), and for "diagnostics" test_h_effective_rank, test_z_coding_rate, ...
     (`embedding_stats` of `method` on the test images).
     """
-    from compmod.data.build import build_dataset
-
     unknown = sorted(set(which) - {*EVALS, *ON_REQUEST})
     if unknown:
         raise ValueError(f"evaluate: unknown protocol(s) {unknown}; choose from {EVALS + ON_REQUEST}")
@@ -67,7 +67,6 @@ def evaluate(
         raise ValueError("evaluate: 'semi' and 'diagnostics' need the whole method (h and z); pass method=")
 
     train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
-    num_classes = len(train.classes)
     size = train.images.shape[-1]
     e = cfg.eval
     out: dict[str, float | str] = {}
@@ -76,35 +75,9 @@ def evaluate(
         return eval_transform(x, size, mean, std).to(dtype)
 
     if {"knn", "linear"} & set(which):
-        precision = resolve_precision(e.precision, device, dtype)
-        encode = inference_encoder(encoder, precision, device, cfg.train.channels_last)
-        f_train = extract_features(encode, train.images, transform, e.batch_size, device, cfg.train.progress)
-        f_test = extract_features(encode, test.images, transform, e.batch_size, device, cfg.train.progress)
-        out["eval_precision"] = precision
-        if "knn" in which:  # both votes from one search (one GEMM per chunk of test features)
-            votes = [(e.knn_k, False), (e.knn_weighted_k, True)]
-            accs = knn_accuracies(f_train, train.labels, f_test, test.labels, votes, e.knn_temperature)
-            out["knn_top1"], out["knn_weighted_top1"] = accs
-        if "linear" in which:
-            out.update(
-                linear_probe(
-                    f_train,
-                    train.labels,
-                    f_test,
-                    test.labels,
-                    num_classes=num_classes,
-                    epochs=e.linear_epochs,
-                    lr=e.linear_lr,
-                    batch_size=e.linear_batch_size,
-                    seed=cfg.train.seed,
-                    device=device,
-                )
-            )
+        out.update(_on_features(encoder, cfg, device, dtype, train, test, transform, which))
     if "pixel_knn" in which:
-        tr_x, tr_y, notes = pixel_sample(train.images, train.labels, e.pixel_knn_max_images, e.pixel_knn_size)
-        te_x = pixel_sample(test.images, test.labels, None, e.pixel_knn_size)[0]
-        out["pixel_knn_top1"] = pixel_knn_floor(tr_x, tr_y, te_x, test.labels, e.knn_k)
-        out.update({f"pixel_knn_{k}": v for k, v in notes.items()})  # the floor was measured on a sample
+        out.update(_pixel_floor(cfg, train, test))
     if "diagnostics" in which:
         assert method is not None
         stats = embedding_stats(method, test.images, transform, e.batch_size, device)
@@ -113,4 +86,53 @@ def evaluate(
         assert method is not None
         out.update(evaluate_semi(method, cfg, device, mean, std, index_dir=index_dir, train=train, test=test))
     out["eval_train_size"], out["eval_test_size"] = len(train), len(test)
+    return out
+
+
+def _on_features(
+    encoder: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    cfg: Config,
+    device: torch.device,
+    dtype: torch.dtype,
+    train: ImageDataset,
+    test: ImageDataset,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    which: Collection[str],
+) -> dict[str, float | str]:
+    """kNN (both votes from one search: one GEMM per chunk of test features) and the linear probe on the
+    encoder's features of both splits, extracted once."""
+    e = cfg.eval
+    precision = resolve_precision(e.precision, device, dtype)
+    encode = inference_encoder(encoder, precision, device, cfg.train.channels_last)
+    f_train = extract_features(encode, train.images, transform, e.batch_size, device, cfg.train.progress)
+    f_test = extract_features(encode, test.images, transform, e.batch_size, device, cfg.train.progress)
+    out: dict[str, float | str] = {"eval_precision": precision}
+    if "knn" in which:
+        votes = [(e.knn_k, False), (e.knn_weighted_k, True)]
+        accs = knn_accuracies(f_train, train.labels, f_test, test.labels, votes, e.knn_temperature)
+        out["knn_top1"], out["knn_weighted_top1"] = accs
+    if "linear" in which:
+        probe = linear_probe(
+            f_train,
+            train.labels,
+            f_test,
+            test.labels,
+            num_classes=len(train.classes),
+            epochs=e.linear_epochs,
+            lr=e.linear_lr,
+            batch_size=e.linear_batch_size,
+            seed=cfg.train.seed,
+            device=device,
+        )
+        out.update(probe)
+    return out
+
+
+def _pixel_floor(cfg: Config, train: ImageDataset, test: ImageDataset) -> dict[str, float | str]:
+    """The raw-pixel kNN floor, on a bounded sample of a large split (named in the results when used)."""
+    e = cfg.eval
+    tr_x, tr_y, notes = pixel_sample(train.images, train.labels, e.pixel_knn_max_images, e.pixel_knn_size)
+    te_x = pixel_sample(test.images, test.labels, None, e.pixel_knn_size)[0]
+    out: dict[str, float | str] = {"pixel_knn_top1": pixel_knn_floor(tr_x, tr_y, te_x, test.labels, e.knn_k)}
+    out.update({f"pixel_knn_{k}": v for k, v in notes.items()})
     return out
