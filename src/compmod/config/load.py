@@ -170,18 +170,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)  # type: ignore[arg-type]
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for a in options:
-            try:
-                return _convert(a, value, path)
-            except ConfigError as e:
-                errors.append(e)
-        if len(options) == 1:
-            raise errors[0]
-        raise ConfigError(f"config key {path}: {_describe(value)} is not accepted; expected {tp}")
+        return _union(tp, args, value, path)
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(
@@ -189,6 +178,39 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 f"choose one of: {', '.join(map(str, args))}"
             )
         return value
+    if tp in (bool, int, float, str):
+        return _scalar(tp, value, path)
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(
+                f"config key {path}: expected a list of {len(args)} values, got {_describe(value)}"
+            )
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {path}: expected a list, got {_describe(value)}")
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"config key {path}: unsupported annotation {tp!r}")  # a bug in the schema
+
+
+def _union(tp: Any, args: tuple[Any, ...], value: Any, path: str) -> Any:
+    """`value` as the first member of the union `tp` that accepts it (None for an optional None)."""
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    errors = []
+    for a in options:
+        try:
+            return _convert(a, value, path)
+        except ConfigError as e:
+            errors.append(e)
+    if len(options) == 1:
+        raise errors[0]
+    raise ConfigError(f"config key {path}: {_describe(value)} is not accepted; expected {tp}")
+
+
+def _scalar(tp: type, value: Any, path: str) -> Any:
+    """`value` as a bool, int, float (also from a YAML 1.1 string such as "1e-3") or str."""
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key {path}: expected true or false, got {_describe(value)}")
@@ -206,18 +228,6 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key {path}: expected a number, got {_describe(value)}")
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {path}: expected a string, got {_describe(value)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ConfigError(
-                f"config key {path}: expected a list of {len(args)} values, got {_describe(value)}"
-            )
-        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"config key {path}: expected a list, got {_describe(value)}")
-        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"config key {path}: unsupported annotation {tp!r}")  # a bug in the schema
+    if not isinstance(value, str):
+        raise ConfigError(f"config key {path}: expected a string, got {_describe(value)}")
+    return value
