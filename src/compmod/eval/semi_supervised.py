@@ -112,20 +112,8 @@ def fine_tune(
     size = train_images.shape[-1]
     view = crop_flip_augment(size, mean, std) if augment is True else None if augment is False else augment
     generator = torch.Generator().manual_seed(seed)
-    backbone = revert_sync_batchnorm(copy.deepcopy(encoder)).to(device).requires_grad_(True)
-    dtype = next(backbone.parameters()).dtype
-    head = nn.Linear(feat_dim, num_classes, device=device, dtype=dtype)
-    nn.init.normal_(head.weight, 0.0, 0.01, generator=generator)
-    nn.init.zeros_(head.bias)
-    model = nn.Sequential(backbone, nn.Flatten(1), head).train()
-    peaks = (lr, head_lr)
-    optimizer = torch.optim.SGD(
-        [{"params": list(backbone.parameters())}, {"params": list(head.parameters())}],
-        lr=lr,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=0.0,
-    )
+    model, optimizer = _model_and_optimizer(encoder, feat_dim, num_classes, device, lr, generator)
+    dtype, peaks = next(model.parameters()).dtype, (lr, head_lr)
     y_train = train_labels.to(device=device, dtype=torch.long)
     n = train_images.shape[0]
     total_steps, step = epochs * math.ceil(n / batch_size), 0
@@ -157,6 +145,21 @@ def fine_tune(
         "semi_top5": hits.any(dim=1).double().mean().item() * 100.0,
         "num_labels": n,
     }
+
+
+def _model_and_optimizer(
+    encoder: nn.Module, feat_dim: int, num_classes: int, device: torch.device, lr: float, g: torch.Generator
+) -> tuple[nn.Sequential, torch.optim.SGD]:
+    """A per-process copy of `encoder` + a new linear head (weight ~ N(0, 0.01), bias 0), in train mode,
+    and Nesterov SGD over the two as separate groups (backbone first), no weight decay."""
+    backbone = revert_sync_batchnorm(copy.deepcopy(encoder)).to(device).requires_grad_(True)
+    dtype = next(backbone.parameters()).dtype
+    head = nn.Linear(feat_dim, num_classes, device=device, dtype=dtype)
+    nn.init.normal_(head.weight, 0.0, 0.01, generator=g)
+    nn.init.zeros_(head.bias)
+    groups = [{"params": list(backbone.parameters())}, {"params": list(head.parameters())}]
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
+    return nn.Sequential(backbone, nn.Flatten(1), head).train(), optimizer
 
 
 def evaluate_semi(
