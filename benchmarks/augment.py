@@ -55,9 +55,7 @@ from compmod.config.augment import ViewAugment
 from compmod.config.augment_presets import augment_preset
 from compmod.data.augment import BatchAugment
 from compmod.data.datasets.load import load_dataset
-from compmod.engine.builders import build_augmentations, build_method
-from compmod.engine.optim import build_optimizer
-from compmod.engine.step import TrainStep
+from compmod.engine.builders import build_augmentations, build_train_step
 from compmod.errors import CompmodError
 
 BATCH = 256
@@ -181,20 +179,10 @@ def step_share(
     x, mean, std, source = images(size, channels, batch)
     torch.manual_seed(0)
     dtype = getattr(torch, cfg.train.dtype)
-    method = build_method(cfg, channels, size).to(device, dtype)
-    method.train()
-    views = [v.to(device) for v in build_augmentations(cfg, size, mean, std)]
-    optimizer = build_optimizer([method], cfg.train)
+    step_fn = build_train_step(cfg, channels, size, torch.device(device), 100, with_compmod=False)
+    step_fn.method.train()
     train = cfg.train
-    step_fn = TrainStep(
-        method,
-        optimizer,
-        None,
-        device=device,
-        precision=train.precision,
-        channels_last=train.channels_last,
-        compile=train.compile,
-    )
+    views = [v.to(device) for v in build_augmentations(cfg, size, mean, std)]
     xd, g = x.to(device), torch.Generator().manual_seed(1)
 
     def augment() -> tuple[torch.Tensor, ...]:

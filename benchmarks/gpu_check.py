@@ -165,31 +165,14 @@ def last_line(e: BaseException) -> str:
 
 
 # ---- building and stepping as the Trainer does ----------------------------------------------------------
-def build_train_step(cfg, channels: int, size: int, steps_per_epoch: int = 100):
-    """The Trainer's construction (engine/trainer.py): seed, method, dtype, optimiser, CompMod, TrainStep."""
-    from compmod.engine.builders import build_compmod, build_method
+def trainer_step(cfg, channels: int, size: int, steps_per_epoch: int = 100):
+    """The Trainer's construction: seed, device, then the library's `build_train_step` (the method,
+    dtype, optimiser, CompMod and TrainStep)."""
+    from compmod.engine.builders import build_train_step
     from compmod.engine.device import resolve_device, seed_everything
-    from compmod.engine.optim import build_optimizer
-    from compmod.engine.step import TrainStep
 
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
-    dtype = getattr(torch, cfg.train.dtype)
-    method = build_method(cfg, channels, size)
-    method.to(device, dtype)
-    optimizer = build_optimizer([method], cfg.train)
-    compmod = build_compmod(cfg, method, steps_per_epoch)
-    if compmod is not None:
-        compmod.to(device, dtype)
-    return TrainStep(
-        method,
-        optimizer,
-        compmod,
-        device=device,
-        precision=cfg.train.precision,
-        channels_last=cfg.train.channels_last,
-        compile=cfg.train.compile,
-    )
+    return build_train_step(cfg, channels, size, resolve_device(cfg.train.device), steps_per_epoch)
 
 
 def view_batches(step, batch: int, size: int, dtype: torch.dtype = torch.float32, seed: int = 1):
@@ -238,7 +221,7 @@ def check_methods(ctx: Context) -> dict[str, Any]:
             t0 = time.perf_counter()
             try:
                 cfg = load(ctx.overrides(method, mode))
-                step = build_train_step(cfg, 3, s.image)
+                step = trainer_step(cfg, 3, s.image)
                 x1, x2 = view_batches(step, s.batch, s.image)
                 runs[key] = {"losses": train_steps(step, x1, x2, s.steps, cfg.train.lr)}
             except Exception as e:
@@ -279,7 +262,7 @@ def check_speed_options(ctx: Context) -> dict[str, Any]:
                             f"train.compile={str(compile_).lower()}",
                         )
                     )
-                    step = build_train_step(cfg, 3, s.image)
+                    step = trainer_step(cfg, 3, s.image)
                     x1, x2 = view_batches(step, s.batch, s.image)
                     runs[key] = {"losses": train_steps(step, x1, x2, s.option_steps, cfg.train.lr)}
                 except Exception as e:
@@ -335,7 +318,7 @@ def hypergradients(ctx: Context, method: str, dtype: str) -> dict[str, Any]:
     optimiser's look-ahead, as TrainStep's meta step computes them), on the same fp32-drawn batch."""
     s = ctx.sizes
     cfg = load(ctx.overrides(method, "jvp", f"train.dtype={dtype}", "train.channels_last=false"))
-    step = build_train_step(cfg, 3, s.image)
+    step = trainer_step(cfg, 3, s.image)
     x1, x2 = view_batches(step, s.batch, s.image, getattr(torch, dtype))
     out = step.method(x1, x2)  # the real forward and backward of TrainStep.step, without its updates
     reg = step.compmod.regularize(out.h, out.z)
@@ -402,7 +385,7 @@ def check_fp16_overflow(ctx: Context) -> dict[str, Any]:
         raise NotApplicable("not applicable on cpu: fp16 with a GradScaler is the CUDA recipe")
     s = ctx.sizes
     cfg = load(ctx.overrides("simclr", "jvp", "train.precision=fp16"))
-    step = build_train_step(cfg, 3, s.image)
+    step = trainer_step(cfg, 3, s.image)
     x1, x2 = view_batches(step, s.batch, s.image)
 
     def one_step() -> tuple[dict[str, Any], bool, bool, int]:

@@ -21,11 +21,11 @@ import torch
 from benchmarks.gpu_check import (
     CheckFailed,
     Context,
-    build_train_step,
     environ_set,
     last_line,
     load,
     train_steps,
+    trainer_step,
     view_batches,
 )
 from benchmarks.harness import median_seconds
@@ -69,7 +69,7 @@ def check_process_group(ctx: Context) -> dict[str, Any]:
             # TrainStep is built it is shown a world of 2: the DDP wrapper is then the library's own (its
             # device_ids, buffer and unused-parameter settings), over the real 1-rank group.
             with mock.patch.object(ddp, "world_size", lambda: 2):
-                step = build_train_step(cfg, 3, s.image)
+                step = trainer_step(cfg, 3, s.image)
             wrapped = isinstance(step.forward_module, DistributedDataParallel)
             x1, x2 = view_batches(step, s.batch, s.image)
             losses = train_steps(step, x1, x2, s.steps, cfg.train.lr)
@@ -112,7 +112,7 @@ def check_throughput(ctx: Context) -> dict[str, Any]:
                     "train.channels_last=true",
                 )
             )
-            step = build_train_step(cfg, 3, size)
+            step = trainer_step(cfg, 3, size)
             x1, x2 = view_batches(step, batch, size)
             last: dict[str, torch.Tensor] = {}
 

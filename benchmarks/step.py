@@ -33,9 +33,7 @@ import torch
 
 from benchmarks.harness import RESULTS, environment, markdown_table, peak_memory, sync, write_result
 from compmod.config import load_config
-from compmod.engine.builders import build_compmod, build_method
-from compmod.engine.optim import build_optimizer
-from compmod.engine.step import TrainStep
+from compmod.engine.builders import build_train_step
 
 METHODS = ("simclr", "byol", "barlow_twins")
 BACKBONES = {  # name -> (preset file pattern, channels, size, batch)
@@ -72,19 +70,7 @@ def build_step(method: str, backbone: str, mode: str, device: torch.device, over
         extra += ["compmod.enabled=true", f"compmod.meta.mode={meta_mode}", f"compmod.meta.every={every}"]
     cfg = load_config(pattern.format(method), extra)
     torch.manual_seed(0)
-    model = build_method(cfg, channels, size).to(device)
-    reg = build_compmod(cfg, model, 100)
-    if reg is not None:
-        reg.to(device)
-    step = TrainStep(
-        model,
-        build_optimizer([model], cfg.train),
-        reg,
-        device=device,
-        precision=cfg.train.precision,
-        channels_last=cfg.train.channels_last,
-        compile=cfg.train.compile,
-    )
+    step = build_train_step(cfg, channels, size, torch.device(device), steps_per_epoch=100)
     g = torch.Generator().manual_seed(1)
     x1, x2 = (
         step.prepare(torch.randn(batch, channels, size, size, generator=g).to(device)) for _ in range(2)

@@ -1,12 +1,17 @@
-"""Turning a `Config` into the training objects: the method, CompMod, the augmentations (datasets:
-`compmod.data.build`, one layer down, so that evaluation can build them too)."""
+"""Turning a `Config` into the training objects: the method, CompMod, the augmentations and the training
+step around them (datasets: `compmod.data.build`, one layer down, so that evaluation can build them too)."""
 
 from __future__ import annotations
 
+import torch
+
 from compmod.config.schema import Config
 from compmod.data.augment import BatchAugment, build_views
+from compmod.engine.optim import build_optimizer
+from compmod.engine.step import TrainStep
 from compmod.methods import METHODS, SSLMethod
 from compmod.models import build_backbone
+from compmod.models.sync_batchnorm import convert_sync_batchnorm
 from compmod.regularizers import CompMod
 
 
@@ -48,6 +53,33 @@ def build_compmod(cfg: Config, method: SSLMethod, steps_per_epoch: int) -> CompM
         momentum=c.meta.momentum,
         seed=cfg.train.seed + 2,
     )
+
+
+def build_train_step(
+    cfg: Config,
+    channels: int,
+    image_size: int,
+    device: torch.device,
+    steps_per_epoch: int,
+    with_compmod: bool = True,
+) -> TrainStep:
+    """The method (SyncBatchNorm when `train.sync_bn`, in `train.dtype` on `device`), its optimiser, CompMod
+    when `compmod.enabled` (and `with_compmod`), and the `TrainStep` with `train`'s speed options: what
+    the Trainer trains, and what `compmod plan` and the benchmarks measure."""
+    dtype = getattr(torch, cfg.train.dtype)
+    method = build_method(cfg, channels, image_size)
+    if cfg.train.sync_bn:
+        convert_sync_batchnorm(method)
+    method.to(device, dtype)
+    compmod = build_compmod(cfg, method, steps_per_epoch) if with_compmod else None
+    if compmod is not None:
+        compmod.to(device, dtype)
+    t = cfg.train
+    optimizer = build_optimizer([method], t)
+    return TrainStep(
+        method, optimizer, compmod, device=device, precision=t.precision, channels_last=t.channels_last,
+        compile=t.compile,
+    )  # fmt: skip
 
 
 def method_label(cfg: Config) -> str:

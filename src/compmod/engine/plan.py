@@ -29,9 +29,7 @@ from compmod.config.schema import Config
 from compmod.data.datasets.base import dataset_search_paths
 from compmod.data.datasets.imagenet import PREPARED_DATASETS
 from compmod.data.datasets.store import default_side, store_gib
-from compmod.engine.builders import build_compmod, build_method
-from compmod.engine.optim import build_optimizer
-from compmod.engine.step import TrainStep
+from compmod.engine.builders import build_train_step
 from compmod.errors import ConfigError
 
 # Images in the split each dataset pretrains on, channels and the size `data.image_size: null` loads them
@@ -133,18 +131,8 @@ def _measure(
 ) -> tuple[int, tuple[int, int]]:
     """(parameters + gradients + optimiser state in bytes, the step's peak at each of `batches`)."""
     torch.manual_seed(0)
-    method = build_method(cfg, channels, size).to(device)
-    compmod = build_compmod(cfg, method, steps_per_epoch=1000)
-    if compmod is not None:
-        compmod.to(device)
-    step = TrainStep(
-        method,
-        build_optimizer([method], cfg.train),
-        compmod,
-        device=device,
-        precision=cfg.train.precision,
-        channels_last=cfg.train.channels_last,
-    )
+    step = build_train_step(cfg, channels, size, device, steps_per_epoch=1000)
+    method = step.method
 
     def run(b: int) -> None:
         x = [step.prepare(torch.rand(b, channels, size, size, device=device)) for _ in range(2)]

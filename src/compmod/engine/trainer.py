@@ -29,7 +29,7 @@ from compmod.config.load import config_to_dict, dump_config
 from compmod.config.schema import Config
 from compmod.data.build import build_dataset
 from compmod.distributed import broadcast_, is_initialized, is_main, local_rows
-from compmod.engine.builders import build_augmentations, build_compmod, build_method, method_label
+from compmod.engine.builders import build_augmentations, build_train_step, method_label
 from compmod.engine.checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from compmod.engine.checkpoint_content import load_entry, load_matching
 from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distributed
@@ -38,14 +38,11 @@ from compmod.engine.export import export_weights
 from compmod.engine.feed import build_feed
 from compmod.engine.metrics import MetricsLogger, StepMeter, truncate_metrics
 from compmod.engine.monitor import OnlineMonitor
-from compmod.engine.optim import build_optimizer
 from compmod.engine.rng_state import rng_states, set_rng_states
 from compmod.engine.run_dir import check_start, checkpoint_path
 from compmod.engine.schedule import warmup_cosine
 from compmod.engine.signals import StopSignals
-from compmod.engine.step import TrainStep
 from compmod.errors import CheckpointError, CompmodError, NonFiniteLossError, TrainingInterrupted
-from compmod.models.sync_batchnorm import convert_sync_batchnorm
 
 __all__ = ["RunState", "Trainer", "checkpoint_path"]
 _log = logging.getLogger("compmod.engine")
@@ -80,31 +77,21 @@ class Trainer:
         c, h, w = self.data.images.shape[1:]
         self.image_size = h
         self.dtype = getattr(torch, cfg.train.dtype)
-        self.method = build_method(cfg, c, h)
-        if cfg.train.sync_bn:
-            convert_sync_batchnorm(self.method)
-        self.method.to(self.device, self.dtype)
-        self.views = [v.to(self.device) for v in build_augmentations(cfg, h, self.data.mean, self.data.std)]
-        self.optimizer = build_optimizer([self.method], cfg.train)
         self.steps_per_epoch = len(self.data) // cfg.train.batch_size
         if self.steps_per_epoch == 0:
             raise CompmodError(
                 f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.data)} pretraining "
                 "images; lower train.batch_size or raise data.subset"
             )
-        self.compmod = build_compmod(cfg, self.method, self.steps_per_epoch)
-        if self.compmod is not None:
-            self.compmod.to(self.device, self.dtype)
-            broadcast_([*self.compmod.head.parameters(), *self.compmod.head.buffers()])
-        self.step_fn = TrainStep(
-            self.method,
-            self.optimizer,
-            self.compmod,
-            device=self.device,
-            precision=cfg.train.precision,
-            channels_last=cfg.train.channels_last,
-            compile=cfg.train.compile,
+        self.step_fn = build_train_step(cfg, c, h, self.device, self.steps_per_epoch)
+        self.method, self.optimizer, self.compmod = (
+            self.step_fn.method,
+            self.step_fn.optimizer,
+            self.step_fn.compmod,
         )
+        if self.compmod is not None:  # every rank starts from rank 0's head
+            broadcast_([*self.compmod.head.parameters(), *self.compmod.head.buffers()])
+        self.views = [v.to(self.device) for v in build_augmentations(cfg, h, self.data.mean, self.data.std)]
         self.feed = build_feed(self.data, self.views, self.local, self.device, cfg.train.seed)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.min_lr = cfg.train.lr * cfg.train.min_lr_ratio
