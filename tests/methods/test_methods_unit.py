@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from compmod.config import load_config
 from compmod.config.augment_presets import preset_names
 from compmod.errors import ConfigError
 from compmod.losses import barlow_twins, byol_loss, ntxent
@@ -132,3 +133,24 @@ def test_paper_defaults() -> None:
         "barlow_twins",
     }
     assert all(METHODS.get(n).augment_preset in preset_names() for n in METHODS.names())
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("moco_v2", "queue_size", 0),
+        ("swav", "sinkhorn_eps", 0.0),
+        ("mec", "lambda_warmup", 2.0),
+        ("barlow_twins", "lambda_offdiag", -1.0),
+        ("wmse", "w_iter", 0),
+    ],
+)
+def test_a_bad_method_value_has_one_message_from_config_and_from_the_builder(name, key, value) -> None:
+    with pytest.raises(ConfigError) as from_config:
+        load_config(None, [f"method.name={name}", f"method.{key}={value}"])
+    spec = METHODS.get(name)
+    params = spec.params(**{key: value})
+    with pytest.raises(ConfigError) as from_builder:
+        spec.build(torch.nn.Identity(), 16, params)
+    assert str(from_config.value) == str(from_builder.value)
+    assert str(from_builder.value).startswith(f"config key method.{key}: {value!r} is not accepted")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
-from compmod.errors import ConfigError
 from compmod.losses import BarlowTwinsLoss
-from compmod.methods.base import ProjectorParams, register_method
+from compmod.methods.base import Check, ProjectorParams, register_method, require
 from compmod.methods.two_view import TwoViewMethod
 from compmod.models import projector
 
@@ -26,19 +24,16 @@ class BarlowTwinsParams(ProjectorParams):
     # weighs L_mcr against the scaled loss.
     scale_loss: float = 1.0
 
-    def checks(self, batch_size: int) -> list[tuple[bool, str, Any, str]]:
+    def checks(self, batch_size: int | None = None) -> list[Check]:
         return [
             *super().checks(batch_size),
+            (self.lambda_offdiag >= 0, "lambda_offdiag", self.lambda_offdiag, "a number >= 0"),
             (self.scale_loss > 0, "scale_loss", self.scale_loss, "a float > 0"),
         ]
 
 
 @register_method("barlow_twins", BarlowTwinsParams, "barlow_twins")
 def build_barlow_twins(backbone: nn.Module, feat_dim: int, params: BarlowTwinsParams) -> TwoViewMethod:
-    if params.lambda_offdiag < 0:
-        raise ConfigError(
-            f"config key method.lambda_offdiag: {params.lambda_offdiag!r} is not accepted; "
-            "expected a number >= 0"
-        )
+    require(params.checks())
     head = projector(feat_dim, params.proj_hidden_dim, params.proj_dim, params.proj_layers)
     return TwoViewMethod(backbone, feat_dim, head, BarlowTwinsLoss(params.lambda_offdiag, params.scale_loss))

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compmod.errors import ConfigError
 from compmod.models import EMATeacher, cosine_momentum
 from compmod.registry import Registry
 
@@ -28,6 +29,17 @@ class StepOutput:
     z: tuple[torch.Tensor, torch.Tensor]
 
 
+Check = tuple[bool, str, Any, str]  # (passes, key under `method.`, value, what is accepted)
+
+
+def require(checks: list[Check]) -> None:
+    """Raise the `ConfigError` of the first failing check: the one message of each method value, which
+    config validation (`config.validate`, with the batch size) reports the same way before any work."""
+    for ok, key, value, accepted in checks:
+        if not ok:
+            raise ConfigError(f"config key method.{key}: {value!r} is not accepted; expected {accepted}")
+
+
 @dataclass
 class ProjectorParams:
     """Projector g_phi: `proj_layers` linear layers (BN + ReLU between), hidden width, output dim."""
@@ -36,9 +48,10 @@ class ProjectorParams:
     proj_dim: int = 128
     proj_layers: int = 3
 
-    def checks(self, batch_size: int) -> list[tuple[bool, str, Any, str]]:
-        """(passes, key under `method.`, value, what is accepted) for config validation, which runs them
-        before any work starts; `batch_size` is the global `train.batch_size`."""
+    def checks(self, batch_size: int | None = None) -> list[Check]:
+        """Every check of the method's values (`require` raises the first failing one); config validation
+        runs them before any work starts with `batch_size` = the global `train.batch_size`, a builder
+        without it (None: the checks that need it are left to validation)."""
         return [
             (self.proj_hidden_dim >= 1, "proj_hidden_dim", self.proj_hidden_dim, "an integer >= 1"),
             (self.proj_dim >= 1, "proj_dim", self.proj_dim, "an integer >= 1"),

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from compmod.distributed import gather
-from compmod.errors import ConfigError
 from compmod.losses.mec import mec_lambda, mec_loss, warmed_lambda
-from compmod.methods.base import StepOutput, register_method
+from compmod.methods.base import Check, StepOutput, register_method, require
 from compmod.methods.predictor import PredictorMethod
 from compmod.methods.simsiam import SimSiamParams, simsiam_heads
 from compmod.models.host_mirror import mirror, set_mirrored
@@ -26,6 +25,15 @@ class MECParams(SimSiamParams):
     # `lamda_scheduler`: 1/lam goes linearly from 8/lam to 1/lam over the first 10 of 100 epochs; here
     # as that fraction of training (0 turns the warm-up off).
     lambda_warmup: float = 0.1
+
+    def checks(self, batch_size: int | None = None) -> list[Check]:
+        return [
+            *super().checks(batch_size),
+            (0.0 <= self.ema_base <= 1.0, "ema_base", self.ema_base, "a number in [0, 1]"),
+            (self.eps_sq > 0, "eps_sq", self.eps_sq, "a number > 0"),
+            (isinstance(self.order, int) and self.order >= 1, "order", self.order, "an integer >= 1"),
+            (0.0 <= self.lambda_warmup <= 1.0, "lambda_warmup", self.lambda_warmup, "a number in [0, 1]"),
+        ]
 
 
 class MEC(PredictorMethod):
@@ -72,17 +80,7 @@ class MEC(PredictorMethod):
 
 @register_method("mec", MECParams, "byol")
 def build_mec(backbone: nn.Module, feat_dim: int, params: MECParams) -> MEC:
-    checks = (
-        ("ema_base", 0.0 <= params.ema_base <= 1.0, "a number in [0, 1]"),
-        ("eps_sq", params.eps_sq > 0, "a number > 0"),
-        ("order", isinstance(params.order, int) and params.order >= 1, "an integer >= 1"),
-        ("lambda_warmup", 0.0 <= params.lambda_warmup <= 1.0, "a number in [0, 1]"),
-    )
-    for key, ok, accepted in checks:
-        if not ok:
-            raise ConfigError(
-                f"config key method.{key}: {getattr(params, key)!r} is not accepted; expected {accepted}"
-            )
+    require(params.checks())
     head, predictor = simsiam_heads(feat_dim, params)
     return MEC(
         backbone,

@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from compmod.distributed import gather
-from compmod.errors import ConfigError
 from compmod.losses.moco import MoCoLoss
 from compmod.methods.base import (
+    Check,
     ProjectorParams,
     SSLMethod,
     StepOutput,
     register_method,
+    require,
     runs_on_own_parameters,
 )
 from compmod.models import EMATeacher, FeatureQueue, mlp
@@ -41,6 +42,14 @@ class MoCoV2Params(ProjectorParams):
     temperature: float = 0.2  # MoCo v2 (main_moco.py --moco-t 0.2)
     queue_size: int = 65536  # K, negatives per view (He et al. 2020; main_moco.py --moco-k)
     ema_base: float = 0.99  # cosine schedule from here to 1 (solo-learn CIFAR); official: constant 0.999
+
+    def checks(self, batch_size: int | None = None) -> list[Check]:
+        return [
+            *super().checks(batch_size),
+            (self.temperature > 0, "temperature", self.temperature, "a number > 0"),
+            (self.queue_size >= 1, "queue_size", self.queue_size, "an integer >= 1"),
+            (0.0 <= self.ema_base <= 1.0, "ema_base", self.ema_base, "a number in [0, 1]"),
+        ]
 
 
 class MoCoV2(SSLMethod):
@@ -84,16 +93,7 @@ class MoCoV2(SSLMethod):
 
 @register_method("moco_v2", MoCoV2Params, "simclr")
 def build_moco_v2(backbone: nn.Module, feat_dim: int, params: MoCoV2Params) -> MoCoV2:
-    checks = (
-        ("temperature", params.temperature > 0, "a number > 0"),
-        ("queue_size", params.queue_size >= 1, "an integer >= 1"),
-        ("ema_base", 0.0 <= params.ema_base <= 1.0, "a number in [0, 1]"),
-        ("proj_layers", params.proj_layers >= 1, "an integer >= 1"),
-    )
-    for key, ok, expected in checks:
-        if not ok:
-            value = getattr(params, key)
-            raise ConfigError(f"config key method.{key}: {value!r} is not accepted; expected {expected}")
+    require(params.checks())
     head = mlp(feat_dim, params.proj_hidden_dim, params.proj_dim, params.proj_layers, batch_norm=False)
     queue = FeatureQueue(2, params.queue_size, params.proj_dim, seed=0)
     return MoCoV2(backbone, feat_dim, head, MoCoLoss(params.temperature), queue, params.ema_base)

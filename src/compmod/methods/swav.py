@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from compmod.distributed import gather
-from compmod.errors import ConfigError
 from compmod.losses.swav import SwAVLoss
 from compmod.methods.base import (
+    Check,
     ProjectorParams,
     SSLMethod,
     StepOutput,
     register_method,
+    require,
     runs_on_own_parameters,
 )
 from compmod.models import FeatureQueue, projector
@@ -45,6 +46,23 @@ class SwAVParams(ProjectorParams):
     queue_size: int = 0  # embeddings per view, over the global batch; 0 = no queue (main_swav.py default)
     queue_start_step: int = 0  # step from which the queue is filled (official: epoch 15 of 800)
     freeze_prototypes_steps: int = 313  # main_swav.py --freeze_prototypes_niters
+
+    def checks(self, batch_size: int | None = None) -> list[Check]:
+        return [
+            *super().checks(batch_size),
+            (self.num_prototypes >= 1, "num_prototypes", self.num_prototypes, "an integer >= 1"),
+            (self.temperature > 0, "temperature", self.temperature, "a number > 0"),
+            (self.sinkhorn_iters >= 1, "sinkhorn_iters", self.sinkhorn_iters, "an integer >= 1"),
+            (self.sinkhorn_eps > 0, "sinkhorn_eps", self.sinkhorn_eps, "a number > 0"),
+            (self.queue_size >= 0, "queue_size", self.queue_size, "an integer >= 0 (0: no queue)"),
+            (self.queue_start_step >= 0, "queue_start_step", self.queue_start_step, "an integer >= 0"),
+            (
+                self.freeze_prototypes_steps >= 0,
+                "freeze_prototypes_steps",
+                self.freeze_prototypes_steps,
+                "an integer >= 0",
+            ),
+        ]
 
 
 class SwAV(SSLMethod):
@@ -103,19 +121,7 @@ class SwAV(SSLMethod):
 
 @register_method("swav", SwAVParams, "simclr")
 def build_swav(backbone: nn.Module, feat_dim: int, params: SwAVParams) -> SwAV:
-    checks = (
-        ("num_prototypes", params.num_prototypes >= 1, "an integer >= 1"),
-        ("temperature", params.temperature > 0, "a number > 0"),
-        ("sinkhorn_iters", params.sinkhorn_iters >= 1, "an integer >= 1"),
-        ("sinkhorn_eps", params.sinkhorn_eps > 0, "a number > 0"),
-        ("queue_size", params.queue_size >= 0, "an integer >= 0 (0: no queue)"),
-        ("queue_start_step", params.queue_start_step >= 0, "an integer >= 0"),
-        ("freeze_prototypes_steps", params.freeze_prototypes_steps >= 0, "an integer >= 0"),
-    )
-    for key, ok, expected in checks:
-        if not ok:
-            value = getattr(params, key)
-            raise ConfigError(f"config key method.{key}: {value!r} is not accepted; expected {expected}")
+    require(params.checks())
     head = projector(feat_dim, params.proj_hidden_dim, params.proj_dim, params.proj_layers)
     prototypes = nn.Linear(params.proj_dim, params.num_prototypes, bias=False)
     queue = FeatureQueue(2, params.queue_size, params.proj_dim) if params.queue_size > 0 else None

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from compmod.distributed import gather
-from compmod.errors import ConfigError
 from compmod.losses.wmse import wmse_loss
-from compmod.methods.base import ProjectorParams, SSLMethod, StepOutput, register_method
+from compmod.methods.base import Check, ProjectorParams, SSLMethod, StepOutput, register_method, require
 from compmod.models import projector
 from compmod.models.host_mirror import mirror, set_mirrored
 
@@ -30,7 +28,7 @@ class WMSEParams(ProjectorParams):
     # dimensions (small batches, tests) and is negligible next to Sigma's eigenvalues otherwise.
     whiten_eps: float = 1e-3
 
-    def checks(self, batch_size: int | None = None) -> list[tuple[bool, str, Any, str]]:
+    def checks(self, batch_size: int | None = None) -> list[Check]:
         """The projector's checks, and W-MSE's: each global batch of `batch_size` rows is cut into
         sub-batches of min(w_size, batch_size) rows, so that must divide it; exact whitening
         (whiten_eps = 0) needs more rows per sub-batch than proj_dim dimensions."""
@@ -115,8 +113,6 @@ class WMSE(SSLMethod):
 
 @register_method("wmse", WMSEParams, "simclr")
 def build_wmse(backbone: nn.Module, feat_dim: int, params: WMSEParams) -> WMSE:
-    for ok, key, value, accepted in params.checks():  # config validation ran them with the batch size
-        if not ok:
-            raise ConfigError(f"config key method.{key}: {value!r} is not accepted; expected {accepted}")
+    require(params.checks())  # config validation also ran the batch-size ones
     head = projector(feat_dim, params.proj_hidden_dim, params.proj_dim, params.proj_layers)
     return WMSE(backbone, feat_dim, head, params.w_size, params.w_iter, params.whiten_eps)
