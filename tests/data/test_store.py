@@ -84,3 +84,15 @@ def test_a_crash_while_writing_leaves_no_store(folder: Path, tmp_path: Path, mon
     with pytest.raises(KeyboardInterrupt):
         load_dataset("imagenet", "train", root=str(folder), image_size=16, store_dir=str(tmp_path / "s"))
     assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_preparing_in_this_process_leaves_its_thread_count(folder: Path, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not 1, so that a decoder setting 1 would show
+    try:
+        load_dataset(
+            "imagenet", "test", root=str(folder), image_size=16, on_bad_image="skip", store_dir=str(tmp_path)
+        )
+        assert torch.get_num_threads() == 2  # a single-process run trains with its own train.threads
+    finally:
+        torch.set_num_threads(before)

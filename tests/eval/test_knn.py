@@ -296,5 +296,7 @@ def test_similarity_blocks_are_bounded_and_change_no_prediction(monkeypatch: pyt
     want = knn_predict(train, labels, test, k=20, num_classes=10)
     monkeypatch.setattr(knn_search, "BLOCK_ELEMENTS", 3000 * 7)  # 7 queries per similarity block
     assert knn_search.Search(train, [20]).chunk_size == 7
-    # the same rule, block by block
+    # the same predictions, block by block: the search certifies each query's neighbours against a proven
+    # bound and recomputes uncertain rows in float64, so the result is the float64 rule whatever the GEMM
+    # shapes (equality is that rule's guarantee, not a replayed computation)
     assert torch.equal(knn_predict(train, labels, test, k=20, num_classes=10), want)

@@ -71,7 +71,6 @@ Decoded = tuple[np.ndarray, np.ndarray] | str  # (stored image, evaluation view)
 
 def _decode_task(args: tuple[list[Path], int, int, int]) -> list[Decoded]:
     files, side, size, channels = args
-    torch.set_num_threads(1)  # one process per core
     out: list[Decoded] = []
     for path in files:
         try:
@@ -93,7 +92,10 @@ def _decoded(
             yield from _decode_task(task)
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process that has started torch's threads
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+    # one thread per worker process (one process per core); decoding in this process leaves its threads
+    with ProcessPoolExecutor(
+        min(workers, len(tasks)), mp_context=context, initializer=torch.set_num_threads, initargs=(1,)
+    ) as pool:
         for result in pool.map(_decode_task, tasks):
             yield from result
 
