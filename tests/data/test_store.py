@@ -58,8 +58,15 @@ def test_eval_view_is_resize_then_centre_crop(folder: Path) -> None:
 
 
 def test_two_worker_processes_write_the_same_store(folder: Path, tmp_path: Path) -> None:
-    one = load_dataset("imagenet", "pretrain", root=str(folder), image_size=16, on_bad_image="skip",
-                       store_dir=str(tmp_path / "a"))  # fmt: skip
+    # byte equality is a replay: each image goes through the same decoder and resize kernel on one thread
+    # in both (the workers run one thread each; here this process is set to one for the call)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = load_dataset("imagenet", "pretrain", root=str(folder), image_size=16, on_bad_image="skip",
+                           store_dir=str(tmp_path / "a"))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     two = load_dataset("imagenet", "pretrain", root=str(folder), image_size=16, on_bad_image="skip",
                        store_dir=str(tmp_path / "b"), workers=2)  # fmt: skip
     (a,), (b,) = (tmp_path / "a").iterdir(), (tmp_path / "b").iterdir()
