@@ -25,14 +25,15 @@ def _views(rotation: float = 0.0) -> list[BatchAugment]:
     return [BatchAugment(view, 24, (0.5,) * 3, (0.25,) * 3) for _ in range(2)]
 
 
+@pytest.mark.parametrize("seed", [3, 11, 29])  # several draws: crops at the edges, up- and downsampled
 @pytest.mark.parametrize("rotation", [0.0, 30.0])
-def test_a_crop_of_the_canvas_is_the_crop_of_the_whole_image(stored, rotation: float) -> None:
+def test_a_crop_of_the_canvas_is_the_crop_of_the_whole_image(stored, rotation: float, seed: int) -> None:
     images = stored.variable
     views = _views(rotation)
-    feed = StoreFeed(images, views, slice(0, 8), torch.device("cpu"), seed=3)
+    feed = StoreFeed(images, views, slice(0, 8), torch.device("cpu"), seed=seed)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     (x1, x2), = list(feed.epoch(order, 0, range(1), 8))  # fmt: skip
-    g = batch_generator(3, 0, 0)
+    g = batch_generator(seed, 0, 0)
     idx = order[:8]
     sizes = images.sizes[idx]
     for view, got in zip(views, (x1, x2), strict=True):
@@ -86,3 +87,15 @@ def test_stopping_early_stops_the_thread(stored) -> None:
     next(it)
     it.close()
     assert not any(t.name == "compmod-store-feed" for t in threading.enumerate())
+
+
+def test_the_run_seed_epoch_and_batch_each_change_the_draws() -> None:
+    # torch's CPU generator keeps 32 bits of a seed: a seed packed above them would be lost
+    draws = {
+        key: torch.rand(4, generator=batch_generator(*key))
+        for key in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    }
+    assert all(not torch.equal(draws[(0, 0, 0)], d) for key, d in draws.items() if key != (0, 0, 0))
+    assert torch.equal(
+        torch.rand(4, generator=batch_generator(7, 3, 9)), torch.rand(4, generator=batch_generator(7, 3, 9))
+    )

@@ -17,6 +17,7 @@ uninterrupted one would, with no generator state in the checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 import time
@@ -35,8 +36,11 @@ Canvas = tuple[torch.Tensor, AugmentParams]  # uint8 footprints of one view, and
 
 
 def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
-    """The CPU generator of batch `batch` of epoch `epoch` (see the module docstring)."""
-    return torch.Generator().manual_seed(((seed + 1) << 42) + (epoch << 21) + batch)
+    """The CPU generator of batch `batch` of epoch `epoch` (see the module docstring). Torch's CPU
+    generator keeps only 32 bits of its seed, so (seed, epoch, batch) is hashed to 32 bits: every part
+    reaches the stream (packing them into one 64-bit integer lost train.seed)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{batch}".encode(), digest_size=4).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
 
 
 def build_feed(
