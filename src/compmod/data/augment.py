@@ -112,6 +112,7 @@ class BatchAugment(nn.Module):
         n, channels, height, width = x.shape
         mean, std = _stats(self.mean, self.std, channels)
         host = {"mean": mean, "std": std, "factors": p.factors, "sigma": p.sigma, "cutout_box": p.cutout_box}
+        host["extent"] = p.extent
         masks = {"flip": p.flip, "jitter": p.jitter, "gray": p.gray, "blur": p.blur, "solarize": p.solarize}
         masks["cutout"] = p.cutout
         if p.box is not None or p.angle is not None:
@@ -141,7 +142,7 @@ class BatchAugment(nn.Module):
         rotated = None
         if "rotated" in d or (p.angle is not None and bool((p.angle != 0).all())):
             rotated = d.get("rotated", torch.arange(x.shape[0], device=x.device))
-        return ops_.sample_affine(x, d["theta"], self.image_size, rotated)
+        return ops_.sample_affine(x, d["theta"], self.image_size, rotated, d.get("extent"))
 
     def _jitter(self, x: torch.Tensor, factors: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
         v = self.view

@@ -60,7 +60,11 @@ def affine_theta(
 
 
 def sample_affine(
-    x: torch.Tensor, theta: torch.Tensor, size: int, zero_fill: torch.Tensor | None
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    size: int,
+    zero_fill: torch.Tensor | None,
+    extent: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bilinear sample of the (N, 2, 3) affines `theta` (as `F.affine_grid`, align_corners=False) to
     (N, C, size, size).
@@ -69,14 +73,25 @@ def sample_affine(
     read 0 (torchvision's `rotate` with fill 0). The others must have no rotation (theta[:, 0, 1] =
     theta[:, 1, 0] = 0); their grid is separable, built from (N, 1, size) and (N, size, 1) pieces (much
     cheaper than `affine_grid` on CPU) and clamped to the outer pixel centres, i.e. border padding, which
-    equals a plain bilinear resize of the crop.
+    equals a plain bilinear resize of the crop. `extent` ((N, 2) h, w on x's device, or None): each
+    sample's image occupies only the top-left h x w of x (a canvas), so it is clamped to its own outer
+    pixel centres there.
     """
     n, _, height, width = x.shape
     lin = (torch.arange(size, device=x.device, dtype=x.dtype) * 2 + 1) / size - 1  # output pixel centres
     t = theta.to(device=x.device, dtype=x.dtype)
     gx = torch.addcmul(t[:, 0, 2, None, None], t[:, 0, 0, None, None], lin.view(1, 1, size))  # (N, 1, S)
     gy = torch.addcmul(t[:, 1, 2, None, None], t[:, 1, 1, None, None], lin.view(1, size, 1))  # (N, S, 1)
-    gx, gy = gx.clamp_(-1 + 1 / width, 1 - 1 / width), gy.clamp_(-1 + 1 / height, 1 - 1 / height)
+    if extent is None:
+        gx, gy = gx.clamp_(-1 + 1 / width, 1 - 1 / width), gy.clamp_(-1 + 1 / height, 1 - 1 / height)
+    else:  # the last pixel centre of each sample's own image, in x's normalised coordinates
+        e = extent.to(x.dtype)
+        hi_x, hi_y = (
+            ((2 * e[:, 1] - 1) / width - 1).view(-1, 1, 1),
+            ((2 * e[:, 0] - 1) / height - 1).view(-1, 1, 1),
+        )
+        gx = torch.minimum(gx.clamp_(min=-1 + 1 / width), hi_x)
+        gy = torch.minimum(gy.clamp_(min=-1 + 1 / height), hi_y)
     grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)  # (N, S, S, 2)
     if zero_fill is not None:
         rotated = F.affine_grid(

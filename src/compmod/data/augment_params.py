@@ -98,6 +98,9 @@ class AugmentParams:
     solarize: torch.Tensor | None = None  # (N,) bool
     cutout: torch.Tensor | None = None  # (N,) bool
     cutout_box: torch.Tensor | None = None  # (N, 4) long (top, left, height, width) in output pixels
+    # (N, 2) (h, w) of each sample's image inside a larger, zero-padded input (a canvas of crop footprints,
+    # `data.regions`); None: every sample fills the input
+    extent: torch.Tensor | None = None
 
     def rows(self, index: slice) -> AugmentParams:
         """The parameters of rows `index` only (a data-parallel rank's share of a global batch)."""

@@ -1,9 +1,10 @@
 """Random crops of images of their own sizes, batched: each sample's footprint is copied into a canvas.
 
 A view's crop box (and rotation) is drawn for each image at its own size (`augment_params`). The part of
-the image that the crop reads (its footprint: the rotated box's bounding rectangle plus one pixel for the
-bilinear taps, clipped to the image) is copied into the top-left corner of a zero canvas of the batch's
-largest footprint, and the box is shifted into canvas coordinates. `BatchAugment.apply` on the canvas then
+the image that the crop reads (its footprint: the bounding rectangle of the box as `affine_theta` turns
+it, plus one pixel for the bilinear taps, clipped to the image) is copied into the top-left corner of a
+zero canvas of the batch's largest footprint, the box is shifted into canvas coordinates and the
+footprint's size becomes the sample's `extent`. `BatchAugment.apply` on the canvas then
 gives exactly the crop of the whole image: inside the image every tap lands in the footprint, and taps
 outside the image read 0 as before (`grid_sample`'s zero padding there, the canvas's zeros here).
 
@@ -31,8 +32,10 @@ def footprints(p: AugmentParams, sizes: torch.Tensor) -> torch.Tensor:
     assert p.box is not None, "images of their own sizes always get a box"
     cx, cy, w, h = p.box.to(torch.float64).unbind(1)
     angle = torch.deg2rad(p.angle.to(torch.float64)) if p.angle is not None else torch.zeros_like(cx)
-    cos, sin = angle.cos().abs(), angle.sin().abs()
-    ex, ey = (w * cos + h * sin) / 2, (w * sin + h * cos) / 2
+    # `affine_theta` rotates in the crop's normalised coordinates, then scales by w and h: a point at
+    # (u, v) in [-1, 1]^2 lands at dx = w/2 (cos u - sin v), dy = h/2 (sin u + cos v) from the centre
+    turn = angle.cos().abs() + angle.sin().abs()
+    ex, ey = w * turn / 2, h * turn / 2
     height, width = sizes[:, 0], sizes[:, 1]
     y0 = (cy - ey).floor().long().sub(MARGIN).clamp(min=0)
     x0 = (cx - ex).floor().long().sub(MARGIN).clamp(min=0)
@@ -42,11 +45,14 @@ def footprints(p: AugmentParams, sizes: torch.Tensor) -> torch.Tensor:
 
 
 def shifted(p: AugmentParams, regions: torch.Tensor) -> AugmentParams:
-    """The parameters with each box moved into its footprint's canvas coordinates."""
+    """The parameters with each box moved into its footprint's canvas coordinates, and each footprint's
+    size as the sample's `extent` (the unrotated grid is clamped to its outer pixel centres, as it is to
+    the whole image's)."""
     assert p.box is not None
     shift = torch.stack([regions[:, 2], regions[:, 0]], dim=1).to(p.box.dtype)
     box = torch.cat([p.box[:, :2] - shift, p.box[:, 2:]], dim=1)
-    return dataclasses.replace(p, box=box)
+    extent = torch.stack([regions[:, 1] - regions[:, 0], regions[:, 3] - regions[:, 2]], dim=1)
+    return dataclasses.replace(p, box=box, extent=extent)
 
 
 def canvas_shape(regions: torch.Tensor, channels: int) -> tuple[int, int, int, int]:
