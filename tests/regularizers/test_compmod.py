@@ -10,6 +10,7 @@ from tests.helpers import method_overrides
 
 from compmod.config import load_config
 from compmod.engine.builders import build_method
+from compmod.errors import ConfigError
 from compmod.losses import comp_loss, mcr_loss
 from compmod.meta.functional import trainable
 from compmod.methods import METHODS, SSLMethod
@@ -176,8 +177,26 @@ def test_every_k_updates_xi_on_steps_0_k_2k_only(mode):
 
 
 def test_every_rejects_zero():
-    with pytest.raises(ValueError, match="every >= 1"):
+    with pytest.raises(ValueError, match="compmod.meta.every: 0 is not accepted; expected an integer >= 1"):
         CompMod(8, 4, every=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"order": 3}, "compmod.order=3"),
+        ({"lambda2": -1.0}, "compmod.lambda2=-1.0"),
+        ({"r": 0.0}, "compmod.meta.r=0.0"),
+    ],
+)
+def test_the_constructor_and_config_validation_give_one_message(kwargs, key):
+    """Each CompMod value is checked in one place (config/compmod_checks.py): the constructor used
+    without a config raises the message `compmod train --set` reports."""
+    with pytest.raises(ConfigError) as from_config:
+        load_config(None, [key])
+    with pytest.raises(ConfigError) as from_constructor:
+        CompMod(8, 4, **kwargs)
+    assert str(from_constructor.value) == str(from_config.value)
 
 
 # ---- acceptance 8: mixup fusion ----------------------------------------------------------------------
@@ -250,5 +269,5 @@ def test_mixup_alpha_is_shared_by_real_step_and_meta_step():
 
 
 def test_mixup_alpha_out_of_range_is_rejected():
-    with pytest.raises(ValueError, match="mixup_alpha must be in"):
+    with pytest.raises(ValueError, match="compmod.mixup_alpha: 1.5 is not accepted"):
         CompMod(8, 4, fusion="mixup_h", mixup_alpha=1.5)

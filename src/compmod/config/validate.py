@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from compmod.config.augment import AUGMENT_OPS
+from compmod.config.compmod_checks import compmod_checks
 from compmod.config.schema import CompModConfig, Config, EvalConfig
 from compmod.errors import ConfigError, did_you_mean
 
@@ -207,30 +208,16 @@ def _checks(cfg: Config) -> list[Check]:
 
 
 def _compmod_checks(cm: CompModConfig) -> list[Check]:
-    return [
-        (
-            cm.order >= 2 and cm.order % 2 == 0,
-            "compmod.order",
-            cm.order,
-            "an even integer >= 2 (odd orders of the log-det series are unbounded below)",
-        ),
-        (
-            cm.lambda_warmup_epochs >= 0,
-            "compmod.lambda_warmup_epochs",
-            cm.lambda_warmup_epochs,
-            "a float >= 0",
-        ),
-        (cm.meta.lr is None or cm.meta.lr > 0, "compmod.meta.lr", cm.meta.lr, "null or a float > 0"),
-        (0 <= cm.meta.momentum < 1, "compmod.meta.momentum", cm.meta.momentum, "a float in [0, 1)"),
-        (cm.lambda1 >= 0, "compmod.lambda1", cm.lambda1, "a float >= 0"),
-        (cm.lambda2 >= 0, "compmod.lambda2", cm.lambda2, "a float >= 0"),
-        (cm.eps_sq > 0, "compmod.eps_sq", cm.eps_sq, "a float > 0"),
-        (cm.meta.every >= 1, "compmod.meta.every", cm.meta.every, "an integer >= 1"),
-        (
-            cm.mixup_alpha is None or 0 <= cm.mixup_alpha <= 1,
-            "compmod.mixup_alpha",
-            cm.mixup_alpha,
-            "null or a float in [0, 1]",
-        ),
-        (cm.meta.r is None or cm.meta.r > 0, "compmod.meta.r", cm.meta.r, "null or a float > 0"),
-    ]
+    values = compmod_checks(
+        lambda1=cm.lambda1,
+        lambda2=cm.lambda2,
+        order=cm.order,
+        eps_sq=cm.eps_sq,
+        lambda_warmup=cm.lambda_warmup_epochs,
+        mixup_alpha=cm.mixup_alpha,
+        every=cm.meta.every,
+        r=cm.meta.r,
+        lr=cm.meta.lr,
+        momentum=cm.meta.momentum,
+    )
+    return [(ok, f"compmod.{key}", value, accepted) for ok, key, value, accepted in values]

@@ -113,38 +113,53 @@ def fine_tune(
     view = crop_flip_augment(size, mean, std) if augment is True else None if augment is False else augment
     generator = torch.Generator().manual_seed(seed)
     model, optimizer = _model_and_optimizer(encoder, feat_dim, num_classes, device, lr, generator)
-    dtype, peaks = next(model.parameters()).dtype, (lr, head_lr)
-    y_train = train_labels.to(device=device, dtype=torch.long)
-    n = train_images.shape[0]
-    total_steps, step = epochs * math.ceil(n / batch_size), 0
-    for _ in tqdm(range(epochs), desc="fine-tune", disable=not progress):
-        perm = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            if idx.numel() < 2:
-                continue
-            batch = train_images[idx].to(device)
-            x = view(batch, generator) if view is not None else eval_transform(batch, size, mean, std)
-            for group, peak in zip(optimizer.param_groups, peaks, strict=True):
-                group["lr"] = cosine_lr(step, total_steps, peak)
-            loss = F.cross_entropy(model(x.to(dtype)), y_train[idx.to(device)])
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLossError(f"semi-supervised fine-tuning: loss is {loss.item()}; lower the lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
+    dtype = next(model.parameters()).dtype
 
-    def transform(x: Tensor) -> Tensor:
+    def train_view(batch: Tensor) -> Tensor:
+        return view(batch, generator) if view is not None else eval_transform(batch, size, mean, std)
+
+    def test_view(x: Tensor) -> Tensor:
         return eval_transform(x, size, mean, std).to(dtype)
 
-    logits = extract_features(model, test_images, transform, eval_batch_size, device)
+    n, labels = train_images.shape[0], train_labels.to(device=device, dtype=torch.long)
+    batches = _batches(n, batch_size, epochs, generator, progress)
+    views = ((train_view(train_images[i].to(device)), labels[i.to(device)]) for i in batches)
+    _fit(model, optimizer, (lr, head_lr), epochs * math.ceil(n / batch_size), views)
+    logits = extract_features(model, test_images, test_view, eval_batch_size, device)
     hits = logits.topk(min(5, num_classes), dim=1).indices == test_labels.cpu()[:, None]
     return {
         "semi_top1": hits[:, 0].double().mean().item() * 100.0,
         "semi_top5": hits.any(dim=1).double().mean().item() * 100.0,
         "num_labels": n,
     }
+
+
+def _fit(
+    model: nn.Module, optimizer: torch.optim.Optimizer, peaks: tuple[float, ...], total: int, batches
+) -> None:
+    """Cross-entropy steps on (views, labels) batches, each group's rate on a cosine from its peak over
+    `total` steps."""
+    dtype = next(model.parameters()).dtype
+    for step, (x, y) in enumerate(batches):
+        for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+            group["lr"] = cosine_lr(step, total, peak)
+        loss = F.cross_entropy(model(x.to(dtype)), y)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(f"semi-supervised fine-tuning: loss is {loss.item()}; lower the lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def _batches(n: int, batch_size: int, epochs: int, generator: torch.Generator, progress: bool):
+    """Each epoch's shuffled index batches in order; a trailing batch of one image is skipped (BatchNorm
+    in training mode needs two)."""
+    for _ in tqdm(range(epochs), desc="fine-tune", disable=not progress):
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            if idx.numel() >= 2:
+                yield idx
 
 
 def _model_and_optimizer(

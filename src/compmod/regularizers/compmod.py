@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compmod.config.compmod_checks import compmod_checks, require_compmod
 from compmod.distributed import average_, local_rows, world_size
 from compmod.losses.mec import SCALES, lambda_at, mec_lambda
 from compmod.meta.functional import trainable
@@ -116,13 +117,13 @@ class CompMod:
         _check_choice("scale", scale, SCALES)
         _check_choice("mode", mode, MODES)
         _check_choice("optimizer", optimizer, ("sgd", "adam"))
-        if every < 1 or order < 1 or lambda1 < 0 or lambda2 < 0:
-            raise ValueError(
-                f"need every >= 1, order >= 1, lambda1 >= 0, lambda2 >= 0; got every={every}, "
-                f"order={order}, lambda1={lambda1}, lambda2={lambda2}"
+        require_compmod(
+            compmod_checks(
+                lambda1=lambda1, lambda2=lambda2, order=order, eps_sq=eps_sq,
+                lambda_warmup=lambda_warmup_steps, mixup_alpha=mixup_alpha, every=every, r=r, lr=lr,
+                momentum=momentum,
             )
-        if mixup_alpha is not None and not 0.0 <= mixup_alpha <= 1.0:
-            raise ValueError(f"mixup_alpha must be in [0, 1] or None, got {mixup_alpha}")
+        )  # fmt: skip
         self.fusion, self.mixup_alpha, self.scale, self.mode = fusion, mixup_alpha, scale, mode
         self.lambda1, self.lambda2, self.order, self.eps_sq = lambda1, lambda2, order, eps_sq
         self.lambda_warmup_steps, self.detach_input = lambda_warmup_steps, detach_input

@@ -142,6 +142,16 @@ def evaluate_detector(
     }
 
 
+def _coco_splits(data_root: str | Path) -> tuple[CocoInstances, CocoInstances]:
+    """The COCO-format folder's train and val splits; their categories must agree."""
+    train_coco, train_dir = load_coco(data_root, "train")
+    val_coco, val_dir = load_coco(data_root, "val")
+    train, val = CocoInstances(train_coco, train_dir), CocoInstances(val_coco, val_dir)
+    if train.cat_ids != val.cat_ids:
+        raise DataError(f"train and val categories differ: {train.cat_ids} vs {val.cat_ids}")
+    return train, val
+
+
 def transfer_detect(
     backbone_weights: str | Path | Mapping[str, torch.Tensor],
     data_root: str | Path,
@@ -181,11 +191,7 @@ def transfer_detect(
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     dev = resolve_device(device)
-    train_coco, train_dir = load_coco(data_root, "train")
-    val_coco, val_dir = load_coco(data_root, "val")
-    train, val = CocoInstances(train_coco, train_dir), CocoInstances(val_coco, val_dir)
-    if train.cat_ids != val.cat_ids:
-        raise DataError(f"train and val categories differ: {train.cat_ids} vs {val.cat_ids}")
+    train, val = _coco_splits(data_root)
     lr = 0.02 * batch_size / 16 if lr is None else lr
     torch.manual_seed(seed)
     model = build_mask_rcnn(len(train.cat_ids) + 1, arch, trainable_layers, min_size, max_size)
@@ -193,28 +199,18 @@ def transfer_detect(
     model.to(dev)
     gen = torch.Generator().manual_seed(seed)
     fit = train_detector(
-        model,
-        train,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        device=dev,
-        gen=gen,
-        workers=workers,
+        model, train, epochs=epochs, batch_size=batch_size, lr=lr, device=dev, gen=gen, workers=workers,
         progress=progress,
-    )
+    )  # fmt: skip
     t0 = time.perf_counter()
     metrics = evaluate_detector(model, val, batch_size, dev, workers)
+    settings = {
+        "arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "min_size": min_size,
+        "max_size": max_size, "trainable_layers": trainable_layers, "seed": seed,
+    }  # fmt: skip
     results = {
         **{k: metrics[k] for k in METRICS},
-        "arch": arch,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "min_size": min_size,
-        "max_size": max_size,
-        "trainable_layers": trainable_layers,
-        "seed": seed,
+        **settings,
         "train_images": len(train),
         "val_images": len(val),
         "detections": metrics["detections"],

@@ -88,21 +88,10 @@ def load_dataset(
     """
     loader = DATASETS.get(name)
     _check_args(split, image_size, channels, holdout_fraction, on_bad_image)
-    raw = loader(
-        split,
-        dataset_search_paths(name, root),
-        LoadOptions(
-            image_size,
-            channels,
-            holdout_fraction,
-            seed,
-            on_bad_image,
-            store_side,
-            store_dir,
-            prepare,
-            workers,
-        ),
+    options = LoadOptions(
+        image_size, channels, holdout_fraction, seed, on_bad_image, store_side, store_dir, prepare, workers
     )
+    raw = loader(split, dataset_search_paths(name, root), options)
     if raw.images.shape[0] == 0:
         where = f" in {root}" if root is not None else ""
         raise DataError(f"dataset {name!r}{where} has no images for split {split!r}")
