@@ -16,6 +16,9 @@ class DataConfig:
     channels: int | None = None  # None: 1 for grey data, 3 for colour
     subset: int | None = None  # pretrain on the first N training images only
     holdout_fraction: float = 0.1  # `folder` data with no test/val split: seeded held-out fraction
+    # tuning: this stratified fraction of the labelled train images is the evaluation ("test") split and is
+    # left out of pretraining, the kNN bank and the probes; the test set is not read (data/build.py)
+    validation_fraction: float | None = None
     on_bad_image: Literal["fail", "skip"] = "fail"  # an unreadable image file: stop, or skip and log it
     # imagenet, imagenet100: the prepared store (`compmod prepare-data`): shorter side the train images are
     # kept at (null: image_size / 0.875, 256 for 224) and the folder of stores (null: the cache folder)

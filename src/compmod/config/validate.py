@@ -163,6 +163,12 @@ def _checks(cfg: Config) -> list[Check]:
             "null or an integer >= data.image_size",
         ),
         (
+            cfg.data.validation_fraction is None or 0 < cfg.data.validation_fraction < 1,
+            "data.validation_fraction",
+            cfg.data.validation_fraction,
+            "null or a float in (0, 1)",
+        ),
+        (
             0 < cfg.data.holdout_fraction < 1,
             "data.holdout_fraction",
             cfg.data.holdout_fraction,

@@ -49,6 +49,8 @@ def _train_and_evaluate(cfg: Config, resume: bool, overwrite: bool) -> dict[str,
         "steps": state.step,
         "train_time_s": round(train_s, 2),
         "run_dir": cfg.train.run_dir,
+        # data.validation_fraction: the scores are on images held out of the train split, not the test set
+        "eval_split": "test" if cfg.data.validation_fraction is None else "validation",
     }
     if not is_main():  # under torchrun, rank 0 evaluates and writes the results
         return results

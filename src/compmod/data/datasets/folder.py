@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from compmod.data.datasets.base import LoadOptions, RawSplit, not_found, register_dataset
+from compmod.data.datasets.holdout import holdout_mask
 from compmod.errors import ConfigError, DataError, DatasetNotFoundError
 
 IMAGE_EXTENSIONS = frozenset(
@@ -84,20 +85,6 @@ def _find_root(paths: list[Path]) -> Path:
         if folder.is_dir() and ((folder / "train").is_dir() or images_in(folder, recursive=True)):
             return folder
     raise not_found("folder", paths, "no folder holds images")
-
-
-def _holdout_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean (N,) mask of held-out images: round(fraction * n_c) per class (at least 1 when the class
-    has 2 or more images), drawn by a generator seeded with `seed`."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), dtype=bool)
-    if fraction <= 0:
-        return mask
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        k = min(max(round(fraction * len(idx)), 1), len(idx) - 1)
-        mask[idx[rng.permutation(len(idx))[:k]]] = True
-    return mask
 
 
 def labelled_files(per_class: dict[str, list[Path]], classes: list[str]) -> tuple[list[Path], np.ndarray]:
@@ -254,7 +241,7 @@ def _split_files(
             f"folder dataset {root} has no test/ or val/ folder and data.holdout_fraction is "
             f"{holdout_fraction}; set it in (0, 1) to hold out part of {train_dir} as the test split"
         )
-    held = _holdout_mask(labels, holdout_fraction, seed)
+    held = holdout_mask(labels, holdout_fraction, seed)
     keep = held if split == "test" else ~held
     return [f for f, k in zip(files, keep, strict=True) if k], labels[keep], classes, files
 
