@@ -71,11 +71,13 @@ class Sweep:
     sets: list[str]
     grid: list[str]
     needs: list[Path] = field(default_factory=list)
+    config: str | None = None  # None: the method's Fashion-MNIST preset
 
     def command(self) -> list[str]:
         sets = [item for kv in self.sets for item in ("--set", kv)]
         grid = [item for axis in self.grid for item in ("--grid", axis)]
-        return ["compmod", "sweep", "--config", preset(self.method), *sets, *grid, "--out", str(self.out)]
+        config = self.config or preset(self.method)
+        return ["compmod", "sweep", "--config", config, *sets, *grid, "--out", str(self.out)]
 
 
 def results(out: Path) -> dict[str, dict]:
@@ -117,7 +119,8 @@ def equal_epochs(method: str) -> int:
 
 
 def sweeps() -> list[Sweep]:
-    """Every sweep of the study in order; the overrides of later stages are filled in once they can be."""
+    """Every sweep of the study, tuning first; the overrides of later stages are filled in once they can
+    be."""
     out: list[Sweep] = []
     seeds = f"train.seed=[{', '.join(map(str, SEEDS))}]"
     for m in METHODS:
@@ -154,10 +157,25 @@ def finished(out: Path) -> bool:
     return (out / "sweep.md").is_file()
 
 
-def run(jobs: int, log=print) -> None:
-    """Run every sweep whose prerequisites are finished, `jobs` at a time, until all are finished."""
-    todo = [s for s in sweeps() if not finished(s.out)]
-    running: set[Path] = set()
+def active_outs() -> set[Path]:
+    """Output folders of `compmod sweep` processes running on this machine (Linux /proc; elsewhere none):
+    a restarted driver leaves the sweeps of an earlier one alone and counts them against `--jobs`."""
+    outs = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "compmod" in args and "sweep" in args and "--out" in args:
+            outs.add(Path(args[args.index("--out") + 1]))
+    return outs
+
+
+def run(todo: list[Sweep], jobs: int, log=print) -> None:
+    """Run every sweep of `todo` whose prerequisites are finished, `jobs` at a time (sweeps that another
+    driver runs count), until all are finished."""
+    todo = [s for s in todo if not finished(s.out)]
+    mine: set[Path] = set()
     lock = threading.Condition()
 
     def work(s: Sweep) -> None:
@@ -167,23 +185,35 @@ def run(jobs: int, log=print) -> None:
         with open(s.out / "sweep.log", "a") as f:
             code = subprocess.run([sys.executable, "-m", "compmod", *cmd[1:]], stdout=f, stderr=f).returncode
         with lock:
-            running.discard(s.out)
+            mine.discard(s.out)
             if code != 0:
                 log(f"FAILED ({code}): {s.out} (see {s.out / 'sweep.log'})")
             lock.notify_all()
 
     with lock:
-        while todo or running:
-            ready = [s for s in todo if all(finished(n) for n in s.needs)]
-            if not ready and not running:
+        while todo or mine:
+            others = active_outs() - mine
+            todo = [s for s in todo if not finished(s.out)]
+            ready = [s for s in todo if s.out not in others and all(finished(n) for n in s.needs)]
+            if not ready and not mine and not others:
                 raise SystemExit(f"blocked: {[str(s.out) for s in todo]} wait on sweeps that failed")
-            while ready and len(running) < jobs:
+            while ready and len(mine) + len(others) < jobs:
                 s = ready.pop(0)
                 todo.remove(s)
-                running.add(s.out)
+                mine.add(s.out)
                 threading.Thread(target=work, args=(s,), daemon=True).start()
-            lock.wait(timeout=60)
+            lock.wait(timeout=30)
     log(f"all sweeps finished ({time.strftime('%H:%M:%S')})")
+
+
+def everything() -> list[Sweep]:
+    """The study's sweeps and the premise test's, in the order they are started: tuning, the premise
+    test, the main grid, the equal wall-clock runs."""
+    from benchmarks.premise import sweeps as premise_sweeps
+
+    study = sweeps()
+    tune = [s for s in study if "tune" in s.out.parts]
+    return [*tune, *premise_sweeps(), *(s for s in study if s not in tune)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("report", help="write benchmarks/results/cpu_study.md and the learning curves")
     args = p.parse_args(argv)
     if args.cmd == "commands":
-        for s in sweeps():
+        for s in everything():
             ready = all(finished(n) for n in s.needs)
             print(
                 " ".join(resolved(s).command())
@@ -203,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
                 else f"# after {', '.join(map(str, s.needs))}: {s.out}"
             )
     elif args.cmd == "run":
-        run(args.jobs)
+        run(everything(), args.jobs)
     else:
         from benchmarks.cpu_study_report import write_report
 

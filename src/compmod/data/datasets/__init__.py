@@ -6,7 +6,15 @@ Example::
 """
 
 # Importing the loader modules registers them in DATASETS.
-from compmod.data.datasets import cifar, fashion_mnist, folder, imagenet, stl10, tiny_imagenet  # noqa: F401
+from compmod.data.datasets import (  # noqa: F401
+    cifar,
+    fashion_mnist,
+    folder,
+    imagenet,
+    stl10,
+    tiny_imagenet,
+    two_parts,
+)
 from compmod.data.datasets.base import DATASETS, SPLITS, ImageDataset, LoadOptions, dataset_search_paths
 from compmod.data.datasets.load import load_dataset
 
