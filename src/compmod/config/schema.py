@@ -150,6 +150,12 @@ class EvalConfig:
     # train images, and effective rank / coding rate of h and z, every N epochs and at the end (None: off).
     monitor_every: int | None = None
     monitor_images: int = 5000
+    # Online linear probe (engine/online_probe.py, solo-learn's online classifier): a linear head on the
+    # detached h of both views, trained by its own SGD during pretraining (rate online_linear_lr at the peak
+    # of the schedule), scored on the test split every epoch: epoch_online_linear_top1, online_linear_top1
+    # (with eval.enabled, on labelled pretraining images)
+    online_linear: bool = True
+    online_linear_lr: float = 0.1
     # Semi-supervised fine-tuning (eval/semi_supervised.py; SimCLR App. B.5, the paper's Table 3):
     semi: bool = False  # also run it in `compmod train`'s evaluation (`compmod eval semi` runs it on demand)
     semi_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])  # class-balanced label fractions

@@ -203,6 +203,7 @@ def _checks(cfg: Config) -> list[Check]:
             cfg.eval.monitor_every,
             "null or an integer >= 1",
         ),
+        (cfg.eval.online_linear_lr > 0, "eval.online_linear_lr", cfg.eval.online_linear_lr, "a float > 0"),
         (cfg.eval.monitor_images >= 10, "eval.monitor_images", cfg.eval.monitor_images, "an integer >= 10"),
         (
             cfg.train.checkpoint_every is None or cfg.train.checkpoint_every >= 1,

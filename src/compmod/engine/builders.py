@@ -7,6 +7,7 @@ import torch
 
 from compmod.config.schema import Config
 from compmod.data.augment import BatchAugment, build_views
+from compmod.engine.online_probe import OnlineProbe
 from compmod.engine.optim import build_optimizer
 from compmod.engine.step import TrainStep
 from compmod.methods import METHODS, SSLMethod
@@ -62,10 +63,12 @@ def build_train_step(
     device: torch.device,
     steps_per_epoch: int,
     with_compmod: bool = True,
+    num_classes: int | None = None,
 ) -> TrainStep:
     """The method (SyncBatchNorm when `train.sync_bn`, in `train.dtype` on `device`), its optimiser, CompMod
     when `compmod.enabled` (and `with_compmod`), and the `TrainStep` with `train`'s speed options: what
-    the Trainer trains, and what `compmod plan` and the benchmarks measure."""
+    the Trainer trains, and what `compmod plan` and the benchmarks measure. With `num_classes` (the
+    pretraining images have labels), `eval.enabled` and `eval.online_linear`, the online linear probe."""
     dtype = getattr(torch, cfg.train.dtype)
     method = build_method(cfg, channels, image_size)
     if cfg.train.sync_bn:
@@ -76,9 +79,12 @@ def build_train_step(
         compmod.to(device, dtype)
     t = cfg.train
     optimizer = build_optimizer([method], t)
+    probe = None
+    if cfg.eval.enabled and cfg.eval.online_linear and num_classes is not None:
+        probe = OnlineProbe(method.feat_dim, num_classes, cfg.eval.online_linear_lr, t.lr, device, t.seed + 5)
     return TrainStep(
-        method, optimizer, compmod, device=device, precision=t.precision, channels_last=t.channels_last,
-        compile=t.compile,
+        method, optimizer, compmod, probe=probe, device=device, precision=t.precision,
+        channels_last=t.channels_last, compile=t.compile,
     )  # fmt: skip
 
 

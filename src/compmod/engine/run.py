@@ -54,6 +54,15 @@ def _train_and_evaluate(cfg: Config, resume: bool, overwrite: bool) -> dict[str,
     }
     if not is_main():  # under torchrun, rank 0 evaluates and writes the results
         return results
+    if trainer.probe_data is not None:  # the online probe at the end (a resumed finished run: scored now)
+        top1 = trainer.online_linear_top1
+        results["online_linear_top1"] = (
+            top1
+            if top1 is not None
+            else trainer.probe.evaluate(  # type: ignore[union-attr]
+                trainer.method.backbone, trainer.probe_data, cfg.eval.batch_size, trainer.dtype
+            )
+        )
     if cfg.eval.enabled:
         which = selected(cfg)
         t1 = time.perf_counter()

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from compmod.engine.ddp import wrap
+from compmod.engine.online_probe import OnlineProbe
 from compmod.engine.optim import tentative_step
 from compmod.errors import ConfigError
 from compmod.hardware import native_bf16, resolve_channels_last
@@ -45,6 +46,7 @@ class TrainStep:
         optimizer: torch.optim.Optimizer,
         compmod: CompMod | None = None,
         *,
+        probe: OnlineProbe | None = None,
         device: torch.device | str = "cpu",
         precision: str = "fp32",
         channels_last: bool | None = None,
@@ -59,7 +61,7 @@ class TrainStep:
         if precision == "auto":  # bf16 where the device computes it natively, else fp32
             precision = "bf16" if native_bf16(self.device) else "fp32"
         self.precision = precision
-        self.method, self.optimizer, self.compmod = method, optimizer, compmod
+        self.method, self.optimizer, self.compmod, self.probe = method, optimizer, compmod, probe
         self.lookahead = tentative_step(optimizer)  # CompMod's look-ahead: this optimiser's next step
         self.autocast_dtype = PRECISIONS[precision]
         self.channels_last = resolve_channels_last(channels_last, self.device)
@@ -79,10 +81,16 @@ class TrainStep:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def step(
-        self, x1: torch.Tensor, x2: torch.Tensor, lr: float, progress: float = 0.5
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        lr: float,
+        progress: float = 0.5,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """One training step on the two views, top to bottom; returns the total loss (method + lambda1
         L_mcr, detached) and its named parts (0-d tensors, on the device: nothing here waits for it).
+        With `labels` (this rank's rows; -1: unlabelled) the online probe, if any, takes a step on h.
 
         A non-finite loss is not checked here (that would make the host wait for the device on every
         step): the Trainer's `StepMeter` finds the first such step on the device and the Trainer reports
@@ -111,6 +119,8 @@ class TrainStep:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.method.after_optimizer_step(progress)  # EMA teachers, queues, counters
+        if self.probe is not None and labels is not None:  # reads the detached h: nothing flows back
+            parts["online_linear_loss"] = self.probe.step(out.h, labels, lr)
         return total.detach(), parts
 
     def state_dict(self) -> dict[str, Any]:

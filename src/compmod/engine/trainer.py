@@ -83,7 +83,12 @@ class Trainer:
                 f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.data)} pretraining "
                 "images; lower train.batch_size or raise data.subset"
             )
-        self.step_fn = build_train_step(cfg, c, h, self.device, self.steps_per_epoch)
+        labelled = bool((self.data.labels >= 0).any())  # the online probe needs labels to learn from
+        classes = len(self.data.classes) if labelled else None
+        self.step_fn = build_train_step(cfg, c, h, self.device, self.steps_per_epoch, num_classes=classes)
+        self.probe = self.step_fn.probe  # scored on the test split at epoch ends, by rank 0
+        self.probe_data = build_dataset(cfg, "test", prepare=False) if self.probe and is_main() else None
+        self.online_linear_top1: float | None = None
         self.method, self.optimizer, self.compmod = (
             self.step_fn.method,
             self.step_fn.optimizer,
@@ -113,6 +118,7 @@ class Trainer:
             "rng": rng_states(),
             "compmod": self.compmod.state_dict() if self.compmod is not None else None,
             "step_fn": self.step_fn.state_dict(),
+            "online_probe": self.probe.state_dict() if self.probe is not None else None,
             "config": config_to_dict(self.cfg),
             "data": {
                 "shape": list(self.data.images.shape[1:]),
@@ -133,6 +139,8 @@ class Trainer:
         elif state.get("compmod") is not None:
             raise CheckpointError(f"{str(path)!r} was written with CompMod; resume with compmod.enabled=true")
         load_entry(self.step_fn.load_state_dict, state.get("step_fn", {}), path, "step_fn")
+        if self.probe is not None and state.get("online_probe") is not None:
+            load_entry(self.probe.load_state_dict, state["online_probe"], path, "online_probe")
         load_entry(set_rng_states, state.get("rng"), path, "rng")
         try:
             self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
@@ -191,7 +199,8 @@ class Trainer:
                 self.state.step, self.total_steps, warmup, cfg.lr, self.min_lr, cfg.warmup_start_lr
             )
             x1, x2 = (self.step_fn.prepare(x.to(self.dtype)) for x in (x1, x2))
-            total, parts = self.step_fn.step(x1, x2, lr, (self.state.step + 1) / self.total_steps)
+            labels = self._labels(order, i) if self.probe is not None else None
+            total, parts = self.step_fn.step(x1, x2, lr, (self.state.step + 1) / self.total_steps, labels)
             meter.add(self.state.step, {"loss": total, **parts})  # on the device: nothing waits
             self.state.step, self.state.batch, done = self.state.step + 1, i + 1, done + 1
             every = cfg.checkpoint_every
@@ -224,6 +233,11 @@ class Trainer:
             summary.update(
                 {f"epoch_{k}": v for k, v in self.monitor.measure(self.method, self.dtype).items()}
             )
+        if self.probe_data is not None and self.state.batch == self.steps_per_epoch:
+            self.online_linear_top1 = self.probe.evaluate(  # type: ignore[union-attr]
+                self.method.backbone, self.probe_data, self.cfg.eval.batch_size, self.dtype
+            )
+            summary["epoch_online_linear_top1"] = self.online_linear_top1
         if logger is not None:
             logger.log(summary, self.state.step)
         if cfg.progress and is_main():
@@ -247,6 +261,11 @@ class Trainer:
                 f"last good checkpoint: {where}; lower train.lr or check the data"
             )
         return last
+
+    def _labels(self, order: torch.Tensor, i: int) -> torch.Tensor:
+        """This rank's labels of batch i (the feed's rows of it), on the device."""
+        rows = order[i * self.cfg.train.batch_size : (i + 1) * self.cfg.train.batch_size][self.local]
+        return self.data.labels[rows].to(self.device, non_blocking=True)
 
     def _monitor_due(self, epoch: int) -> bool:
         """At the end of every eval.monitor_every-th epoch, and of the last one."""
