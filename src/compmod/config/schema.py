@@ -114,7 +114,11 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int | None = None  # also checkpoint every N steps mid-epoch (None: epoch ends only)
     progress: bool = True
-    tensorboard: bool = False
+    # metrics.jsonl always; its numeric values also to TensorBoard (<run_dir>/tensorboard) or Weights & Biases
+    # (offline by default: <run_dir>/wandb, uploaded later with `wandb sync`); engine/log_sinks.py
+    logger: Literal["none", "tensorboard", "wandb"] = "none"
+    wandb_project: str = "compmod"
+    wandb_mode: Literal["offline", "online"] = "offline"
     dtype: Literal["float32", "float64"] = "float32"  # float64 to check the maths
     # Speed options (engine/step.py; defaults chosen by `make bench`):
     # autocast of the method's forward only (losses stay fp32); auto: bf16 where native, else fp32

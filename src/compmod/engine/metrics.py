@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from compmod.errors import ConfigError
+from compmod.engine.log_sinks import Sink
 
 
 def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
@@ -35,22 +35,14 @@ def _step_of(line: str) -> int | None:
 
 
 class MetricsLogger:
-    """Appends one JSON object per call to `<run_dir>/metrics.jsonl`; mirrors scalars to TensorBoard."""
+    """Appends one JSON object per call to `<run_dir>/metrics.jsonl`; mirrors the numeric values to the
+    `train.logger` sink (engine/log_sinks.py), when one is given."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = False) -> None:
+    def __init__(self, run_dir: str | Path, sink: Sink | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", buffering=1)
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError(
-                    "config key train.tensorboard: true needs the tensorboard package; "
-                    "install it with pip install 'compmod[tensorboard]'"
-                ) from None
-            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self._sink = sink
 
     def log(self, record: dict[str, Any], step: int) -> None:
         try:
@@ -59,15 +51,16 @@ class MetricsLogger:
             if e.filename is not None or e.errno is None:
                 raise
             raise OSError(e.errno, e.strerror, str(self.path)) from e
-        if self._tb is not None:
-            for k, v in record.items():
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    self._tb.add_scalar(k, v, step)
+        if self._sink is not None:
+            scalars = {
+                k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            self._sink.log(scalars, step)
 
     def close(self) -> None:
         self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        if self._sink is not None:
+            self._sink.close()
 
 
 class StepMeter:

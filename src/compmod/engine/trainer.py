@@ -36,6 +36,7 @@ from compmod.engine.ddp import any_rank, barrier, check_batch_split, init_distri
 from compmod.engine.device import resolve_device, seed_everything, set_threads
 from compmod.engine.export import export_weights
 from compmod.engine.feed import build_feed
+from compmod.engine.log_sinks import open_sink
 from compmod.engine.metrics import MetricsLogger, StepMeter, truncate_metrics
 from compmod.engine.monitor import OnlineMonitor
 from compmod.engine.rng_state import rng_states, set_rng_states
@@ -159,7 +160,10 @@ class Trainer:
             text = dump_config(self.cfg).encode()
             atomic_write(self.run_dir / "config.yaml", lambda f: f.write(text))
             truncate_metrics(self.run_dir, self.state.step)  # steps after the checkpoint are run again
-            logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
+            sink = open_sink(
+                cfg.logger, self.run_dir, config_to_dict(self.cfg), cfg.wandb_project, cfg.wandb_mode
+            )
+            logger = MetricsLogger(self.run_dir, sink)
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
         try:
             with StopSignals() as signals:
