@@ -161,7 +161,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     kinds = {
         "methods": METHODS.names(),
-        "backbones": BACKBONES.names(),
+        "backbones": [*BACKBONES.names(), "timm/<any timm model>"],
         "datasets": DATASETS.names(),
         "presets": preset_names(),
     }

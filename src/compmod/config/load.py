@@ -186,6 +186,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 f"config key {path}: expected a list of {len(args)} values, got {_describe(value)}"
             )
         return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is dict:  # a mapping passed on as it is (e.g. a library's keyword arguments)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(
+                f"config key {path}: expected a mapping of names to values, got {_describe(value)}"
+            )
+        return {k: _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"config key {path}: expected a list, got {_describe(value)}")

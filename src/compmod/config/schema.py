@@ -28,8 +28,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "small_cnn"
+    backbone: str = "small_cnn"  # a registered name (`compmod list backbones`) or timm/<any timm model>
     cifar_stem: bool | None = None  # ResNets: 3x3 conv1 without max-pool; None: when image_size <= 64
+    timm_args: dict[str, Any] = field(default_factory=dict)  # timm/...: more constructor arguments
 
 
 @dataclass

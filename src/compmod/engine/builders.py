@@ -19,7 +19,9 @@ from compmod.regularizers import CompMod
 def build_method(cfg: Config, in_channels: int, image_size: int) -> SSLMethod:
     """Backbone + the registered method around it. `model.cifar_stem: null` -> CIFAR stem for <= 64 px."""
     cifar_stem = cfg.model.cifar_stem if cfg.model.cifar_stem is not None else image_size <= 64
-    backbone, feat_dim = build_backbone(cfg.model.backbone, in_channels, cifar_stem)
+    backbone, feat_dim = build_backbone(
+        cfg.model.backbone, in_channels, cifar_stem, image_size, cfg.model.timm_args
+    )
     return METHODS.get(cfg.method.name).build(backbone, feat_dim, cfg.method.params)
 
 

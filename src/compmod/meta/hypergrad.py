@@ -38,6 +38,7 @@ from torch.func import jvp
 
 from compmod.distributed import all_reduce_sum, average_, gather, world_size
 from compmod.losses.mec import comp_loss, mcr_loss
+from compmod.meta.attention import math_attention
 from compmod.meta.batchnorm_jvp import lean_batchnorm_jvp
 from compmod.meta.functional import head_call, stateless_forward, trainable, zeros_for_none
 from compmod.meta.fusion import fuse
@@ -94,6 +95,13 @@ def hypergrad_exact(
     problem: BilevelProblem, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor
 ) -> list[torch.Tensor]:
     """Reference: double backward through the whole look-ahead (about 2x a plain step's memory)."""
+    with math_attention():
+        return _hypergrad_exact(problem, model, x1, x2)
+
+
+def _hypergrad_exact(
+    problem: BilevelProblem, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor
+) -> list[torch.Tensor]:
     xi = _xi(problem)
     omega = {n: p.detach().requires_grad_() for n, p in trainable(model).items()}
     loss, h1, h2, z1, z2 = stateless_forward(model, omega, x1, x2)
@@ -130,7 +138,7 @@ def hypergrad_jvp(
     def hz(params):
         return stateless_forward(model, params, x1, x2)[1:]
 
-    with warnings.catch_warnings(), lean_batchnorm_jvp():  # BN's tangent in 4 passes, not ~20
+    with warnings.catch_warnings(), lean_batchnorm_jvp(), math_attention():  # BN's tangent in 4 passes
         # torch's own forward-mode decompositions call torch.jit.script
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         primals, tangents = jvp(hz, (omega,), (dict(zip(omega, step.scaled(v), strict=True)),))

@@ -1,17 +1,20 @@
 """Backbones f_theta: (N, C, H, W) float images -> (N, d') features, registered by name in `BACKBONES`.
 
 `build_backbone(name, in_channels, cifar_stem)` returns the module and d'. Every backbone accepts any
-number of input channels and any image size >= 16 (global average pooling at the end).
+number of input channels and any image size >= 16 (global average pooling at the end). `timm/<name>`
+builds any timm model instead (models/timm_backbone.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torchvision
 from torch import nn
 
 from compmod.errors import ConfigError
+from compmod.models.timm_backbone import PREFIX, timm_backbone
 from compmod.registry import Registry
 
 BackboneBuilder = Callable[[int, bool], tuple[nn.Module, int]]  # (in_channels, cifar_stem) -> (module, d')
@@ -19,12 +22,20 @@ BackboneBuilder = Callable[[int, bool], tuple[nn.Module, int]]  # (in_channels, 
 BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
 
-def build_backbone(name: str, in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
-    """Build the backbone `name` for `in_channels`-channel images; returns (module, feature dim d')."""
-    builder = BACKBONES.get(name)
+def build_backbone(
+    name: str,
+    in_channels: int,
+    cifar_stem: bool,
+    image_size: int | None = None,
+    timm_args: dict[str, Any] | None = None,
+) -> tuple[nn.Module, int]:
+    """Build the backbone `name` for `in_channels`-channel images; returns (module, feature dim d').
+    `timm/<model>` is any timm model (models/timm_backbone.py), sized for `image_size` where it needs one."""
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
-    return builder(in_channels, cifar_stem)
+    if name.startswith(PREFIX):
+        return timm_backbone(name.removeprefix(PREFIX), in_channels, image_size, timm_args)
+    return BACKBONES.get(name)(in_channels, cifar_stem)
 
 
 def _init_conv(conv: nn.Conv2d) -> None:
