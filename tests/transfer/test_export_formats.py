@@ -169,7 +169,7 @@ def test_export_from_checkpoint_writes_every_format(tmp_path: Path) -> None:
 
 
 def test_cli_export_formats_match_the_library() -> None:
-    from compmod.cli import EXPORT_FORMATS
+    from compmod.cli.transfer import EXPORT_FORMATS
 
     assert EXPORT_FORMATS == FORMATS
 

@@ -14,6 +14,7 @@ from compmod.config.schema import Config
 from compmod.engine.trainer import checkpoint_path
 from compmod.errors import ConfigError
 from compmod.sweep.grid import Grid, value_label
+from compmod.sweep.launch import LaunchOptions, launch_cells, wait_for
 
 Runner = Callable[[Config, bool], dict[str, Any]]  # (config, resume) -> results
 # A base config, or a function of a cell's overrides giving its base config (reproduce --scale paper)
@@ -24,7 +25,7 @@ Base = str | Path | None | Callable[[list[str]], str | Path]
 class SweepResult:
     grid: Grid
     results: dict[str, dict[str, Any]]  # cell name -> results.json
-    table: Path
+    table: Path | None  # None: cell jobs are still running (a launcher without waiting)
     figure: Path | None
     ran: list[str]  # cells run (or resumed) by this call
     seconds: float
@@ -44,6 +45,7 @@ def run_sweep(
     metric: str = "knn_top1",
     runner: Runner = _default_runner,
     log: Callable[[str], None] = print,
+    launch: LaunchOptions | None = None,
 ) -> SweepResult:
     """Each cell = `base` config (or `base(cell overrides)`) <- `overrides` <- the cell's values, in
     `<out_dir>/<cell name>`. A cell whose `results.json` exists is skipped; one with a checkpoint but no
@@ -66,10 +68,22 @@ def run_sweep(
         configs[name] = load_config(cell_base, [*items, *run_dir])
     results: dict[str, dict[str, Any]] = {}
     ran = []
+    if launch is not None:  # each unfinished cell as its own job (sweep/launch.py)
+        pending = {n: c for n, c in configs.items() if not (out / n / "results.json").is_file()}
+        jobs = launch_cells(pending, out, launch, log) if pending else []
+        ran = [name for name, _ in jobs]
+        if not launch.wait:
+            return SweepResult(grid, {}, None, None, ran, time.perf_counter() - t0)
+        wait_for(jobs, launch, log)
+        missing = [n for n in configs if not (out / n / "results.json").is_file()]
+        if missing:  # jobs of an earlier call, still running
+            log(f"{len(missing)} cells have no results yet ({', '.join(missing)}): run the sweep again later")
+            return SweepResult(grid, {}, None, None, ran, time.perf_counter() - t0)
     for i, (name, cfg) in enumerate(configs.items()):
         done = out / name / "results.json"
         if done.is_file():
-            log(f"[{i + 1}/{len(configs)}] {name}: done, skipped")
+            if name not in ran:
+                log(f"[{i + 1}/{len(configs)}] {name}: done, skipped")
         else:
             resume = checkpoint_path(out / name).is_file()
             log(f"[{i + 1}/{len(configs)}] {name}: {'resuming' if resume else 'running'}")

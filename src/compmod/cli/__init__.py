@@ -11,7 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from compmod.cli.transfer import add_transfer_parsers, cmd_export, cmd_transfer
 from compmod.errors import CompmodError, FileSystemError, TrainingInterrupted
+from compmod.sweep.launch import add_launch_arguments, launch_options
 
 EXIT_USER_ERROR = 2
 
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="sweep directory: one run directory per cell, sweep.md, sweep.png"
     )
     p.add_argument("--metric", default="knn_top1", help="the results.json key to tabulate (default knn_top1)")
+    add_launch_arguments(p)
 
     p = sub.add_parser("reproduce", help="run the grid of one of the paper's tables")
     p.add_argument("table", choices=["lambda", "fusion", "augment", "methods"])
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="--scale paper: the presets' dataset (default cifar10, the paper's)")
     p.add_argument("--out", help="sweep directory (default runs/reproduce/<table>-<scale>[-<dataset>])")
     _add_set_arg(p, "override one config key in every cell (repeatable)")
+    add_launch_arguments(p)
 
     p = sub.add_parser("report", help="curves, t-SNE and a comparison table of finished runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -91,37 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
 
     _add_config_args(sub.add_parser("show-config", help="print the resolved config as YAML"))
-    _add_transfer_parsers(sub)
+    add_transfer_parsers(sub)
     return parser
-
-
-EXPORT_FORMATS = ("safetensors", "torchvision", "detectron2")  # = export_formats.FORMATS, without torch
-
-
-def _add_transfer_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a checkpoint's backbone as safetensors, torchvision, detectron2")
-    p.add_argument("--checkpoint", required=True, help="e.g. RUN_DIR/checkpoints/last.pt")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--format", nargs="+", choices=EXPORT_FORMATS, default=list(EXPORT_FORMATS), dest="formats"
-    )
-
-    p = sub.add_parser("transfer", help="fine-tune an exported backbone on a downstream task")
-    tasks = p.add_subparsers(dest="task", required=True)
-    d = tasks.add_parser("detect", help="COCO detection + instance segmentation with Mask R-CNN (FPN)")
-    d.add_argument("--weights", required=True, help="RESNET_torchvision.pth written by `compmod export`")
-    d.add_argument("--data", required=True, help="COCO-format root: annotations/instances_{train,val}.json")
-    d.add_argument("--out", required=True, help="folder for detect_results.json")
-    d.add_argument("--epochs", type=int, default=12, help="12 ~ the 1x schedule on COCO")
-    d.add_argument("--batch-size", type=int, default=16)
-    d.add_argument("--lr", type=float, default=None, help="default 0.02 x batch size / 16")
-    d.add_argument("--min-size", type=int, default=800, help="shorter image side after resizing")
-    d.add_argument("--max-size", type=int, default=1333, help="longer image side at most")
-    d.add_argument("--arch", choices=["r50", "r18"], default="r50", help="ResNet of the FPN backbone")
-    d.add_argument("--trainable-layers", type=int, default=3, help="ResNet stages fine-tuned (0-5)")
-    d.add_argument("--device", default="auto")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--workers", type=int, default=0, help="data-loading processes (0: the main one)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -196,24 +171,6 @@ def cmd_show_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from compmod.transfer.export_formats import export
-
-    paths = export(args.checkpoint, args.out, args.formats)
-    print(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
-    return 0
-
-
-def cmd_transfer(args: argparse.Namespace) -> int:
-    from compmod.transfer.detect import transfer_detect
-
-    keys = ("epochs", "batch_size", "lr", "min_size", "max_size", "arch", "trainable_layers", "device")
-    options = {k: getattr(args, k) for k in (*keys, "seed", "workers")}
-    results = transfer_detect(args.weights, args.data, out_dir=args.out, **options)
-    print(json.dumps(results, indent=2))
-    return 0
-
-
 def _print_results(results: dict, run_dir: str) -> None:
     print(f"run directory: {run_dir}")
     if "knn_top1" in results:
@@ -230,22 +187,32 @@ def _print_results(results: dict, run_dir: str) -> None:
     )
 
 
+def _print_table(result) -> None:
+    if result.table is None:
+        print(
+            f"{len(result.ran)} cell jobs submitted; run the same command again for the table once they end"
+        )
+    else:
+        print(f"sweep table: {result.table}" + (f"   figure: {result.figure}" if result.figure else ""))
+        print(f"{len(result.ran)} of {len(result.results)} cells run in {result.seconds:.0f}s")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from compmod.sweep import Grid, run_sweep
 
-    result = run_sweep(args.config, args.overrides, Grid.from_items(args.grid), args.out, metric=args.metric)
-    print(f"sweep table: {result.table}" + (f"   figure: {result.figure}" if result.figure else ""))
-    print(f"{len(result.ran)} of {len(result.results)} cells run in {result.seconds:.0f}s")
+    grid, launch = Grid.from_items(args.grid), launch_options(args)
+    result = run_sweep(args.config, args.overrides, grid, args.out, metric=args.metric, launch=launch)
+    _print_table(result)
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from compmod.reproduce import TABLES, reproduce
 
-    result = reproduce(args.table, args.scale, args.out, args.overrides, dataset=args.dataset)
+    launch = launch_options(args)
+    result = reproduce(args.table, args.scale, args.out, args.overrides, dataset=args.dataset, launch=launch)
     print(TABLES[args.table].title)
-    print(f"sweep table: {result.table}" + (f"   figure: {result.figure}" if result.figure else ""))
-    print(f"{len(result.ran)} of {len(result.results)} cells run in {result.seconds:.0f}s")
+    _print_table(result)
     return 0
 
 
