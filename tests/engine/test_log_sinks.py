@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+from tests.engine.test_trainer import SMALL as TRAINER_SMALL
 from tests.helpers import requires_fmnist
 
 from compmod.config import load_config
@@ -13,16 +14,7 @@ from compmod.engine.log_sinks import open_sink
 from compmod.engine.run import train_and_evaluate
 from compmod.errors import ConfigError
 
-SMALL = [
-    "data.subset=64",
-    "train.batch_size=16",
-    "method.proj_hidden_dim=64",
-    "method.proj_dim=32",
-    "train.progress=false",
-    "eval.enabled=false",
-    "train.threads=1",
-    "train.log_every=1",
-]
+SMALL = [*TRAINER_SMALL, "train.log_every=1"]
 
 
 @requires_fmnist
