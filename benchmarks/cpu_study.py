@@ -207,13 +207,11 @@ def run(todo: list[Sweep], jobs: int, log=print) -> None:
 
 
 def everything() -> list[Sweep]:
-    """The study's sweeps and the premise test's, in the order they are started: tuning, the premise
-    test, the main grid, the equal wall-clock runs."""
+    """The premise test's sweeps (the cheapest) and the study's, in the order they are started: the
+    premise test, tuning, the main grid, the equal wall-clock runs."""
     from benchmarks.premise import sweeps as premise_sweeps
 
-    study = sweeps()
-    tune = [s for s in study if "tune" in s.out.parts]
-    return [*tune, *premise_sweeps(), *(s for s in study if s not in tune)]
+    return [*premise_sweeps(), *sweeps()]
 
 
 def main(argv: list[str] | None = None) -> None:
