@@ -16,6 +16,7 @@ papers, and usually a little higher.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,9 +62,12 @@ class OnlineProbe:
         return loss.detach()
 
     @torch.no_grad()
-    def evaluate(self, encoder: nn.Module, data: ImageDataset, batch_size: int, dtype: torch.dtype) -> float:
+    def evaluate(
+        self, encoder: Callable[[Tensor], Tensor], data: ImageDataset, batch_size: int, dtype: torch.dtype
+    ) -> float:
         """Top-1 (%) of the head on `encoder`'s features of `data`'s images through the evaluation
-        transform (resize, normalise with `data`'s statistics; no randomness)."""
+        transform (resize, normalise with `data`'s statistics; no randomness). `encoder`: the backbone
+        as the final evaluation runs it (`eval.inference_encoder`: BatchNorm folded, eval.precision)."""
         size, mean, std = data.images.shape[-1], data.mean, data.std
         device = self.head.weight.device
         feats = extract_features(

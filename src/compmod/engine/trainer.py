@@ -44,6 +44,7 @@ from compmod.engine.run_dir import check_start, checkpoint_path
 from compmod.engine.schedule import warmup_cosine
 from compmod.engine.signals import StopSignals
 from compmod.errors import CheckpointError, CompmodError, NonFiniteLossError, TrainingInterrupted
+from compmod.eval.inference import inference_encoder, resolve_precision
 
 __all__ = ["RunState", "Trainer", "checkpoint_path"]
 _log = logging.getLogger("compmod.engine")
@@ -238,10 +239,7 @@ class Trainer:
                 {f"epoch_{k}": v for k, v in self.monitor.measure(self.method, self.dtype).items()}
             )
         if self.probe_data is not None and self.state.batch == self.steps_per_epoch:
-            self.online_linear_top1 = self.probe.evaluate(  # type: ignore[union-attr]
-                self.method.backbone, self.probe_data, self.cfg.eval.batch_size, self.dtype
-            )
-            summary["epoch_online_linear_top1"] = self.online_linear_top1
+            summary["epoch_online_linear_top1"] = self.online_linear_top1 = self.probe_accuracy()
         if logger is not None:
             logger.log(summary, self.state.step)
         if cfg.progress and is_main():
@@ -265,6 +263,13 @@ class Trainer:
                 f"last good checkpoint: {where}; lower train.lr or check the data"
             )
         return last
+
+    def probe_accuracy(self) -> float:
+        """The online probe's top-1 on the test split, the backbone run as the final evaluation runs it."""
+        e, device = self.cfg.eval, self.device
+        precision = resolve_precision(e.precision, device, self.dtype)
+        encode = inference_encoder(self.method.backbone, precision, device, self.cfg.train.channels_last)
+        return self.probe.evaluate(encode, self.probe_data, e.batch_size, self.dtype)  # type: ignore[union-attr,arg-type]
 
     def _labels(self, order: torch.Tensor, i: int) -> torch.Tensor:
         """This rank's labels of batch i (the feed's rows of it), on the device."""
