@@ -97,7 +97,8 @@ def test_report_md_holds_both_runs_and_links_every_png(report, runs):
     header = next(line for line in text.splitlines() if line.startswith("| run | method | dataset"))
     assert "knn_top1" in header and "final epoch loss" in header and "final knn_top1" in header
     assert "final h_effective_rank" in header and "final z_coding_rate" in header
-    assert "linear_top1" not in header  # eval.linear=false: no value in any run, column dropped
+    assert "| linear_top1 |" not in header  # eval.linear=false: no value in any run, column dropped
+    assert "online_linear_top1" in header
     for key, path in report.items():
         if key != "report":
             assert f"]({path.name})" in text, key
@@ -126,7 +127,7 @@ def test_epoch_figures_plot_the_monitor_keys_one_line_per_run(runs):
         "epoch_z_coding_rate",
     ]
     for run in loaded:
-        assert run.knn_keys == ["epoch_knn_top1"]
+        assert run.accuracy_keys == ["epoch_knn_top1", "epoch_online_linear_top1"]
         assert sorted(run.diagnostic_keys) == sorted(diagnostics)
         assert run.epoch_series("epoch_knn_top1")[0] == [1, 2]
     fig = epoch_figure(loaded, ["plain", "compmod"], diagnostics, "diagnostics")
@@ -191,14 +192,20 @@ def test_load_run_splits_step_and_epoch_records_and_classifies_keys(tmp_path):
                 {"step": 1, **STEP},
                 {"step": 2, **STEP, "loss": 1.0},
                 {"step": 2, "epoch": 1, **EPOCH},
-                {"step": 2, "epoch": 1, "epoch_knn_top1": 40.0, "epoch_h_effective_rank": 3.0},
+                {
+                    "step": 2,
+                    "epoch": 1,
+                    "epoch_knn_top1": 40.0,
+                    "epoch_h_effective_rank": 3.0,
+                    "epoch_online_linear_top1": 30.0,
+                },
             ],
         )
     )
     assert [r["step"] for r in run.steps] == [1, 2] and len(run.epochs) == 1
     assert run.label == "byol+compmod" and run.results == {}
     assert run.loss_parts == ["loss", "ssl", "mcr", "comp", "lambda"]
-    assert run.knn_keys == ["epoch_knn_top1"]
+    assert run.accuracy_keys == ["epoch_knn_top1", "epoch_online_linear_top1"]
     assert run.diagnostic_keys == ["epoch_h_effective_rank"]
     assert run.step_series("loss") == ([1, 2], [2.0, 1.0])
     assert run.last_epoch_value("epoch_knn_top1") == 40.0

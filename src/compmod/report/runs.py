@@ -82,19 +82,20 @@ class Run:
         return [k for k in _numeric_keys(self.epochs, exclude=()) if k.startswith("epoch_")]
 
     @property
-    def knn_keys(self) -> list[str]:
-        """Per-epoch kNN accuracies (`epoch_*knn*`), e.g. `epoch_knn_top1`."""
-        return [k for k in self.epoch_keys if "knn" in k]
+    def accuracy_keys(self) -> list[str]:
+        """Per-epoch accuracies: the monitor's kNN (`epoch_*knn*`, e.g. `epoch_knn_top1`) and the online
+        linear probe's (`epoch_online_linear_top1`)."""
+        return [k for k in self.epoch_keys if "knn" in k or k == "epoch_online_linear_top1"]
 
     @property
     def diagnostic_keys(self) -> list[str]:
         """Per-epoch diagnostics: `epoch_*` keys that are not the mean of a loss part, a kNN accuracy or
-        bookkeeping (e.g. `epoch_h_effective_rank`, `epoch_z_coding_rate`)."""
+        bookkeeping or an accuracy (e.g. `epoch_h_effective_rank`, `epoch_z_coding_rate`)."""
         means = {f"epoch_{p}" for p in [*self.loss_parts, "loss"]}
         return [
             k
             for k in self.epoch_keys
-            if k not in means and k not in EPOCH_BOOKKEEPING and k not in self.knn_keys
+            if k not in means and k not in EPOCH_BOOKKEEPING and k not in self.accuracy_keys
         ]
 
     def step_series(self, key: str) -> tuple[list[int], list[float]]:

@@ -33,7 +33,7 @@ def comparison_table(runs: Sequence[Run], names: Sequence[str]) -> str:
     semi = sorted({k for r in runs for k in r.results if k.startswith("semi_")}, key=_natural)
     columns += [(k, _result(k)) for k in semi]
     columns.append(("final epoch loss", lambda r: r.last_epoch_value("epoch_loss")))
-    extra = _ordered_union([*r.knn_keys, *r.diagnostic_keys] for r in runs)
+    extra = _ordered_union([*r.accuracy_keys, *r.diagnostic_keys] for r in runs)
     columns += [(f"final {k.removeprefix('epoch_')}", _last(k)) for k in extra]
     rows = [[get(r) for _, get in columns] for r in runs]
     return markdown_table([h for h, _ in columns], rows)

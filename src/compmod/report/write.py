@@ -15,7 +15,7 @@ from compmod.report.table import comparison_table, stats_table
 from compmod.report.tsne import Embedding, embed_run, save_tsne
 
 EPOCH_FIGURES = (
-    ("knn", "kNN accuracy over epochs"),
+    ("knn", "kNN and online linear accuracy over epochs"),
     ("diagnostics", "Representation diagnostics over epochs"),
 )
 
@@ -60,7 +60,7 @@ def write_report(
         sections.append(tsne_md)
     listing = "\n".join(f"- `{n}`: {r.path}" for r, n in zip(runs, names, strict=True))
     body = ["# compmod report\n\n" + listing + "\n", "## Results\n\n" + comparison_table(runs, names)]
-    if any(r.knn_keys or r.diagnostic_keys for r in runs):
+    if any(r.accuracy_keys or r.diagnostic_keys for r in runs):
         body.append(
             "`final …` columns: the last epoch's online-monitor values (kNN and diagnostics on "
             "`eval.monitor_images` labelled train images, not the test split).\n"
@@ -87,7 +87,7 @@ def _epoch_sections(
 ) -> list[str]:
     sections = []
     for key, title in EPOCH_FIGURES:
-        keys_of = (lambda r: r.knn_keys) if key == "knn" else (lambda r: r.diagnostic_keys)
+        keys_of = (lambda r: r.accuracy_keys) if key == "knn" else (lambda r: r.diagnostic_keys)
         keys = list(dict.fromkeys(k for r in runs for k in keys_of(r)))
         if keys:
             paths[key] = save_epoch_curves(runs, names, keys, out / f"{key}.png", title)

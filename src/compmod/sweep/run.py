@@ -69,15 +69,8 @@ def run_sweep(
     results: dict[str, dict[str, Any]] = {}
     ran = []
     if launch is not None:  # each unfinished cell as its own job (sweep/launch.py)
-        pending = {n: c for n, c in configs.items() if not (out / n / "results.json").is_file()}
-        jobs = launch_cells(pending, out, launch, log) if pending else []
-        ran = [name for name, _ in jobs]
-        if not launch.wait:
-            return SweepResult(grid, {}, None, None, ran, time.perf_counter() - t0)
-        wait_for(jobs, launch, log)
-        missing = [n for n in configs if not (out / n / "results.json").is_file()]
-        if missing:  # jobs of an earlier call, still running
-            log(f"{len(missing)} cells have no results yet ({', '.join(missing)}): run the sweep again later")
+        ran, complete = _launch(configs, out, launch, log)
+        if not complete:
             return SweepResult(grid, {}, None, None, ran, time.perf_counter() - t0)
     for i, (name, cfg) in enumerate(configs.items()):
         done = out / name / "results.json"
@@ -96,6 +89,22 @@ def run_sweep(
     table = _write_table(out / "sweep.md", grid, results, metric, base, overrides)
     figure = _write_figure(out / "sweep.png", grid, results, metric)
     return SweepResult(grid, results, table, figure, ran, time.perf_counter() - t0)
+
+
+def _launch(
+    configs: dict[str, Config], out: Path, launch: LaunchOptions, log: Callable[[str], None]
+) -> tuple[list[str], bool]:
+    """Submit the unfinished cells as jobs (and wait for them unless `launch.wait` is off); the cells
+    submitted, and whether every cell now has results."""
+    pending = {n: c for n, c in configs.items() if not (out / n / "results.json").is_file()}
+    jobs = launch_cells(pending, out, launch, log) if pending else []
+    if not launch.wait:
+        return [name for name, _ in jobs], False
+    wait_for(jobs, launch, log)
+    missing = [n for n in configs if not (out / n / "results.json").is_file()]
+    if missing:  # jobs of an earlier call, still running
+        log(f"{len(missing)} cells have no results yet ({', '.join(missing)}): run the sweep again later")
+    return [name for name, _ in jobs], not missing
 
 
 def _fmt(v: Any) -> str:
