@@ -11,10 +11,11 @@ import pytest
 from tests.helpers import requires_fmnist, run_cli
 from tests.sweep.test_sweep import TINY
 
-from compmod.config import load_config
+from compmod.config import dump_config, load_config
+from compmod.engine.checkpoint import load_checkpoint
 from compmod.errors import CompmodError, ConfigError
 from compmod.sweep import LaunchOptions
-from compmod.sweep.launch import launch_cells, wait_for
+from compmod.sweep.launch import launch_cells, run_cell, wait_for
 
 pytest.importorskip("submitit")
 
@@ -66,3 +67,18 @@ def test_bad_launcher_options_are_one_line_errors() -> None:
         "sweep", "--grid", "train.seed=[0]", "--out", "x", "--launcher", "slurm", "--slurm-extra", "a100"
     )
     assert done.returncode == 2 and "--slurm-extra 'a100' is not accepted; expected NAME=VALUE" in done.stderr
+
+
+@requires_fmnist
+def test_a_cell_with_two_gpus_runs_torchrun_inside_its_job(tmp_path) -> None:
+    """The job of a `--gpus 2` cell: torchrun --standalone --nproc_per_node=2 around compmod train (on this
+    CPU machine two gloo processes, as on two GPUs two NCCL ones); the global batch splits over them."""
+    cfg = load_config(None, [*TINY, f"train.run_dir={tmp_path / 'cell'}"])
+    config_file = tmp_path / "cell.yaml"
+    config_file.write_text(dump_config(cfg))
+    run_cell(str(config_file), gpus=2)
+    results = json.loads((tmp_path / "cell" / "results.json").read_text())
+    assert results["steps"] == 1 and 0 <= results["knn_top1"] <= 100
+    assert (
+        load_checkpoint(tmp_path / "cell" / "checkpoints" / "last.pt")["config"]["train"]["batch_size"] == 16
+    )

@@ -67,7 +67,7 @@ class LaunchOptions:
 
 def run_cell(config_file: str, gpus: int) -> None:
     """A cell's job: `compmod train` on its config (resumed from its checkpoint when it has one); under
-    torchrun when `gpus` > 1."""
+    torchrun when `gpus` > 1, each rank's output also kept in `<run_dir>/torchrun/`."""
     from compmod.config import load_config
     from compmod.engine.run_dir import checkpoint_path
 
@@ -76,6 +76,7 @@ def run_cell(config_file: str, gpus: int) -> None:
     launcher = [sys.executable]
     if gpus > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
+        launcher += ["--log-dir", str(run_dir / "torchrun"), "--tee", "3"]
     subprocess.run([*launcher, "-m", "compmod", "train", "--config", config_file, *resume], check=True)
 
 
