@@ -35,13 +35,15 @@ def test_the_probe_leaves_the_encoders_training_bit_identical() -> None:
     g = torch.Generator().manual_seed(1)
     x1, x2 = (torch.randn(16, 1, 28, 28, generator=g) for _ in range(2))
     labels = torch.randint(0, 10, (16,), generator=g)
-    steps = []
+    steps, rng_after = [], []
     for classes in (None, 10):
         torch.manual_seed(0)
         steps.append(build_train_step(cfg, 1, 28, torch.device("cpu"), 10, num_classes=classes))
+        rng_after.append(torch.get_rng_state())  # building the probe draws nothing from the global stream
         for i in range(3):
             steps[-1].step(x1, x2, 0.1, (i + 1) / 3, labels)
     assert steps[0].probe is None and steps[1].probe is not None
+    assert torch.equal(rng_after[0], rng_after[1])
     for a, b in zip(
         steps[0].method.state_dict().values(), steps[1].method.state_dict().values(), strict=True
     ):

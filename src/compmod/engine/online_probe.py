@@ -36,8 +36,10 @@ class OnlineProbe:
     def __init__(
         self, feat_dim: int, num_classes: int, lr: float, base_lr: float, device: torch.device, seed: int
     ) -> None:
-        self.head = nn.Linear(feat_dim, num_classes, device=device)
-        g = torch.Generator().manual_seed(seed)  # its own stream: the run's draws do not move
+        # built without its default initialisation, which would draw from the global generator: the run's
+        # random streams are the same with or without the probe
+        self.head = nn.utils.skip_init(nn.Linear, feat_dim, num_classes, device=device)
+        g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             bound = 1.0 / feat_dim**0.5  # nn.Linear's default initialisation, from `g`
             self.head.weight.copy_(torch.empty(num_classes, feat_dim).uniform_(-bound, bound, generator=g))
