@@ -90,24 +90,34 @@ def measure(variant: str, seed: int) -> dict[str, float]:
 
 
 def fmt(values: list[float]) -> str:
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+    sd = f"{statistics.stdev(values):.1f}" if len(values) > 1 else "n/a"
+    return f"{statistics.mean(values):.1f} ± {sd}"
+
+
+def finished_seeds(variant: str) -> list[int]:
+    """The seeds of `variant` whose run has finished (every seed for the random initialisation)."""
+    if variant == "random init":
+        return list(SEEDS)
+    return [s for s in SEEDS if (PREMISE / variant / f"seed={s}" / "results.json").is_file()]
 
 
 def write_report(out: Path = Path("benchmarks/results/premise.md")) -> Path:
     torch.set_num_threads(1)
-    rows = {v: [measure(v, s) for s in SEEDS] for v in ("random init", *VARIANTS)}
-    keys = list(rows["plain"][0])
+    seeds = {v: finished_seeds(v) for v in ("random init", *VARIANTS)}
+    rows = {v: [measure(v, s) for s in seeds[v]] for v in seeds if seeds[v]}
+    keys = list(rows["random init"][0])
     lines = [
         "## premise",
         "",
         __doc__.split("\n\n", 2)[2].strip(),
         "",
-        "| encoder | " + " | ".join(keys) + " |",
-        "|---" * (len(keys) + 1) + "|",
+        "| encoder | seeds | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 2) + "|",
     ]
     for v, per_seed in rows.items():
-        lines.append(f"| {v} | " + " | ".join(fmt([r[k] for r in per_seed]) for k in keys) + " |")
-    lines += ["", "Per seed (0, 1, 2):", ""]
+        cells = " | ".join(fmt([r[k] for r in per_seed]) for k in keys)
+        lines.append(f"| {v} | {', '.join(map(str, seeds[v]))} | {cells} |")
+    lines += ["", "Per seed:", ""]
     for v, per_seed in rows.items():
         for k in keys:
             lines.append(f"- {v}, {k}: " + ", ".join(f"{r[k]:.2f}" for r in per_seed))
@@ -127,7 +137,10 @@ def _plot(rows: dict[str, list[dict[str, float]]], path: Path) -> None:
     for ax, probe_kind in zip(axes, ("linear", "5-NN"), strict=True):
         for i, (v, per_seed) in enumerate(rows.items()):
             means = [statistics.mean(r[f"{t} {probe_kind}"] for r in per_seed) for t in TARGETS]
-            sds = [statistics.stdev(r[f"{t} {probe_kind}"] for r in per_seed) for t in TARGETS]
+            sds = [
+                statistics.stdev(r[f"{t} {probe_kind}"] for r in per_seed) if len(per_seed) > 1 else 0.0
+                for t in TARGETS
+            ]
             xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(TARGETS))]
             ax.bar(xs, means, width, yerr=sds, label=v, capsize=2)
         ax.set_xticks(range(len(TARGETS)), TARGETS)
