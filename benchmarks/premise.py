@@ -18,6 +18,7 @@ images says how many directions each keeps.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -79,6 +80,17 @@ def probe(encode, cfg, mean, std, embed=None) -> dict[str, float]:
 
 
 def measure(variant: str, seed: int) -> dict[str, float]:
+    """The probes of one encoder, kept in `<premise>/<variant>/seed=<s>/probe.json` once measured."""
+    cache = PREMISE / variant.replace(" ", "_") / f"seed={seed}" / "probe.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    out = _measure(variant, seed)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _measure(variant: str, seed: int) -> dict[str, float]:
     if variant == "random init":
         cfg = load_config(CONFIG, [f"train.seed={seed}"])
         train = build_dataset(cfg, "train")
