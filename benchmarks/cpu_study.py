@@ -6,8 +6,8 @@ each plain, + CompMod (bi-level), + CompMod without the bi-level update, 3 seeds
     python -m benchmarks.cpu_study report            # benchmarks/results/cpu_study.md and the curves
 
 Stages, each a set of resumable `compmod sweep` commands (a finished cell has a results.json and is skipped,
-so `run` continues where it stopped; the results, configs and metrics of finished cells are committed,
-checkpoints are not):
+so `run` continues where it stopped, and a stopped cell resumes from its checkpoint with its wall-clock
+so far; the results, configs and metrics of finished cells are committed, checkpoints are not):
 
 1. `tune/<method>/plain`: the method's learning rate, {1/4, 1/2, 1, 2} x its preset's, on a validation
    split (`data.validation_fraction=0.1`: 6,000 training images held out of pretraining and the kNN bank;

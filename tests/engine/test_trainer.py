@@ -70,6 +70,29 @@ def test_trainer_mid_epoch_stop_resumes_at_the_next_batch(tmp_path):
     assert (again.state.epoch, again.state.batch, again.state.step) == (2, 0, 8)
 
 
+def test_resumed_run_reports_the_time_of_every_part(tmp_path, monkeypatch):
+    """train_time_s of a stopped and resumed run sums both processes' times up to their checkpoints, not
+    the resumed part's alone. A fake clock makes the sums exact: it ticks 10 s per reading in the first
+    process, then stands still except where the test moves it."""
+    from compmod.engine import trainer as trainer_module
+
+    ticks = iter(range(0, 10_000, 10))
+    now = {"t": None}
+    monkeypatch.setattr(
+        trainer_module.time, "perf_counter", lambda: now["t"] if now["t"] is not None else float(next(ticks))
+    )
+    Trainer(_cfg(tmp_path, "train.epochs=2", "train.max_steps=3")).fit()
+    saved = torch.load(checkpoint_path(tmp_path / "run"), weights_only=True)["seconds"]
+    assert saved >= 10.0  # construction to the last checkpoint: at least one tick
+    now["t"] = 5000.0
+    resumed = Trainer(_cfg(tmp_path, "train.epochs=2"), resume=True)
+    assert resumed.elapsed_s() == saved  # the first process's time, nothing yet of this one
+    now["t"] = 5100.0
+    resumed.fit()  # the final checkpoint: saved + 100
+    results = train_and_evaluate(_cfg(tmp_path, "train.epochs=2"), resume=True)  # finished: nothing to do
+    assert results["train_time_s"] == round(saved + 100.0, 2)
+
+
 def test_trainer_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
     with pytest.raises(CheckpointError, match="--resume: no checkpoint at"):
         Trainer(_cfg(tmp_path), resume=True)

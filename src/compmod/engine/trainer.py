@@ -66,6 +66,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
+        self._clock, self._seconds_before = time.perf_counter(), 0.0  # see elapsed_s
         self.cfg = cfg
         self.run_dir = Path(cfg.train.run_dir)
         self.ckpt_path = checkpoint_path(self.run_dir)
@@ -91,11 +92,8 @@ class Trainer:
         self.probe = self.step_fn.probe  # scored on the test split at epoch ends, by rank 0
         self.probe_data = build_dataset(cfg, "test", prepare=False) if self.probe and is_main() else None
         self.online_linear_top1: float | None = None
-        self.method, self.optimizer, self.compmod = (
-            self.step_fn.method,
-            self.step_fn.optimizer,
-            self.step_fn.compmod,
-        )
+        step_fn = self.step_fn
+        self.method, self.optimizer, self.compmod = step_fn.method, step_fn.optimizer, step_fn.compmod
         if self.compmod is not None:  # every rank starts from rank 0's head
             broadcast_([*self.compmod.head.parameters(), *self.compmod.head.buffers()])
         self.views = [v.to(self.device) for v in build_augmentations(cfg, h, self.data.mean, self.data.std)]
@@ -117,6 +115,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "batch": self.state.batch,
             "step": self.state.step,
+            "seconds": self.elapsed_s(),
             "rng": rng_states(),
             "compmod": self.compmod.state_dict() if self.compmod is not None else None,
             "step_fn": self.step_fn.state_dict(),
@@ -146,8 +145,13 @@ class Trainer:
         load_entry(set_rng_states, state.get("rng"), path, "rng")
         try:
             self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
+            self._seconds_before = float(state.get("seconds", 0.0))  # absent before 2026-12: not counted
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{str(path)!r} has no valid epoch, batch and step entries") from None
+
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds of the run, summed over the processes up to the checkpoint each resumed."""
+        return self._seconds_before + time.perf_counter() - self._clock
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self) -> RunState:
