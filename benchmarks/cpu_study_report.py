@@ -30,8 +30,9 @@ CURVES = Path("docs/img/cpu_study_curves.png")
 def _mean_sd(values: list[float]) -> str:
     if not values:
         return "pending"
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (one seed so far)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def _column(out: Path, key: str) -> list[float]:
@@ -97,16 +98,23 @@ def main_lines() -> list[str]:
     return lines
 
 
+PANELS = (
+    ("epoch_knn_top1", "monitor 5-NN top-1 (%)\n(held-out training images)"),
+    ("epoch_online_linear_top1", "online linear probe top-1 (%)\n(test set)"),
+)
+
+
 def curves(path: Path = CURVES) -> Path | None:
-    """kNN of the online monitor against epoch, seed 0 of every variant, one panel per method."""
+    """Per epoch, seed 0 of every variant, one column per method: the online monitor's 5-NN (top row) and
+    the online linear probe (bottom row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METHODS), figsize=(4 * len(METHODS), 3.2), sharey=True)
+    fig, axes = plt.subplots(len(PANELS), len(METHODS), figsize=(4 * len(METHODS), 6), sharey="row")
     drawn = False
-    for ax, m in zip(axes, METHODS, strict=True):
+    for col, m in enumerate(METHODS):
         for v, out in [
             *((v, STUDY / "main" / m / v) for v in VARIANTS),
             ("plain, equal", STUDY / "equal" / m),
@@ -115,13 +123,16 @@ def curves(path: Path = CURVES) -> Path | None:
             if not (out / "seed=0" / "results.json").is_file():
                 continue
             rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-            points = [(r["epoch"], r["epoch_knn_top1"]) for r in rows if "epoch_knn_top1" in r]
-            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=v)
-            drawn = True
-        ax.set_title(m)
-        ax.set_xlabel("epoch")
-    axes[0].set_ylabel("monitor 5-NN top-1 (%)")
-    axes[0].legend(fontsize=7)
+            for ax, (key, _) in zip(axes[:, col], PANELS, strict=True):
+                points = [(r["epoch"], r[key]) for r in rows if key in r]
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=v)
+                    drawn = True
+        axes[0, col].set_title(m)
+        axes[-1, col].set_xlabel("epoch")
+    for ax, (_, label) in zip(axes[:, 0], PANELS, strict=True):
+        ax.set_ylabel(label)
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     if drawn:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +155,8 @@ def write_report(out: Path = OUT) -> Path:
         "",
         *main_lines(),
         "",
-        "The monitor's 5-NN (1,000 held-out training images against 4,000) by epoch, seed 0: "
+        "By epoch, seed 0: the online monitor's 5-NN (1,000 held-out training images against 4,000) and "
+        "the online linear probe (trained on the pretraining batches, scored on the test set): "
         + (f"![curves](../../{figure})" if figure else "pending"),
         "",
         "Commands of the finished sweeps:",
