@@ -147,7 +147,7 @@ class Trainer:
             self.state = RunState(int(state["epoch"]), int(state["batch"]), int(state["step"]))
             self._seconds_before = float(state.get("seconds", 0.0))  # absent before 2026-12: not counted
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{str(path)!r} has no valid epoch, batch and step entries") from None
+            raise CheckpointError(f"{str(path)!r} has no valid epoch, batch, step or seconds") from None
 
     def elapsed_s(self) -> float:
         """Wall-clock seconds of the run, summed over the processes up to the checkpoint each resumed."""
