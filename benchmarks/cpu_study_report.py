@@ -111,6 +111,7 @@ def curves(path: Path = CURVES) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(len(PANELS), len(METHODS), figsize=(4 * len(METHODS), 6), sharey="row")
     drawn = False
@@ -130,6 +131,7 @@ def curves(path: Path = CURVES) -> Path | None:
                     drawn = True
         axes[0, col].set_title(m)
         axes[-1, col].set_xlabel("epoch")
+        axes[-1, col].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, (_, label) in zip(axes[:, 0], PANELS, strict=True):
         ax.set_ylabel(label)
     axes[0, 0].legend(fontsize=7)
