@@ -18,6 +18,9 @@ so far; the results, configs and metrics of finished cells are committed, checkp
    the test set (5-NN, linear probe), the online monitor every epoch for the learning curves.
 4. `equal/<method>`: the plain method for as many epochs as fit in the mean wall-clock of its bi-level
    CompMod runs (seeds 0, 1, 2).
+5. `tune/<method>/compmod_every<k>`: a check of the fixed `compmod.meta.every=4`, run after the grid: bi-level
+   CompMod at its chosen rate and lambdas with xi updated every step (k = 1, the paper's algorithm) and every
+   8 steps, scored like stage 2 on the validation split (every 4 is stage 2's chosen cell).
 
 Every run: bf16 autocast of the method's forward (this CPU computes bf16 natively; CompMod's losses and its
 meta step stay fp32), one torch thread (`--jobs` runs share the cores), xi updated every 4 steps
@@ -44,6 +47,7 @@ SEEDS = (0, 1, 2)
 LR_FACTORS = (0.25, 0.5, 1.0, 2.0)
 LAMBDAS = (0.1, 1.0)
 EPOCHS, TUNE_EPOCHS, EVERY = 10, 3, 4
+EVERY_CHECK = (1, 8)  # stage 5, the costliest first
 COMMON = ("train.precision=bf16", "train.threads=1", "train.progress=false", "eval.pixel_knn=false")
 TUNE = ("data.validation_fraction=0.1", f"train.epochs={TUNE_EPOCHS}", "eval.linear=false", "train.seed=0")
 MAIN = (f"train.epochs={EPOCHS}", "eval.monitor_every=1")
@@ -137,12 +141,20 @@ def sweeps() -> list[Sweep]:
     for m in METHODS:
         needs = [STUDY / "main" / m / "plain", STUDY / "main" / m / "compmod"]
         out.append(Sweep(STUDY / "equal" / m, m, [*COMMON, *MAIN, *VARIANTS["plain"]], [seeds], needs))
+    bilevel = ("compmod.enabled=true", "compmod.meta.mode=jvp")  # meta.every from the grid
+    for k in EVERY_CHECK:
+        for m in METHODS:
+            out_k, tuned = STUDY / "tune" / m / f"compmod_every{k}", STUDY / "tune" / m / "compmod"
+            grid = [f"compmod.meta.every=[{k}]"]
+            out.append(Sweep(out_k, m, [*COMMON, *TUNE, *bilevel], grid, [tuned]))
     return out
 
 
 def resolved(s: Sweep) -> Sweep:
     """`s` with the values its stage takes from earlier ones (chosen rates and lambdas, equal epochs)."""
     stage, variant = s.out.parts[-3], s.out.name
+    if stage == "tune" and variant.startswith("compmod_every"):
+        return Sweep(s.out, s.method, [*s.sets, *chosen(s.method, "compmod")], s.grid, s.needs)
     if stage == "tune" and variant != "plain":
         return Sweep(s.out, s.method, [*s.sets, *chosen(s.method, "plain")], s.grid, s.needs)
     if stage == "main":

@@ -12,6 +12,8 @@ import torch
 
 from benchmarks.cpu_study import (
     EPOCHS,
+    EVERY,
+    EVERY_CHECK,
     METHODS,
     SEEDS,
     STUDY,
@@ -55,6 +57,30 @@ def tuning_lines() -> list[str]:
             text = ", ".join(f"{name}: {r['knn_top1']:.2f}" for name, r in cells.items()) or "pending"
             pick = best_cell(out)["cell"] if len(cells) == 4 else "pending"
             lines.append(f"| {m} | {v} | {text} | {pick} |")
+    return lines
+
+
+def every_lines() -> list[str]:
+    """Stage 5: validation 5-NN and pretraining time of bi-level CompMod by `compmod.meta.every` (every
+    `EVERY` is stage 2's chosen cell)."""
+    ks = sorted((*EVERY_CHECK, EVERY))
+    lines = [
+        f"### `compmod.meta.every`, checked after the grid (validation split, {TUNE_EPOCHS} epochs, seed 0, "
+        "bi-level CompMod at its chosen rate and lambdas: 5-NN top-1 %, pretraining seconds)",
+        "",
+        "| method | " + " | ".join(f"every {k}" for k in ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
+    for m in METHODS:
+        cells = []
+        for k in ks:
+            if k == EVERY:
+                out = STUDY / "tune" / m / "compmod"
+                r = results(out).get(best_cell(out)["cell"]) if results(out) else None
+            else:
+                r = results(STUDY / "tune" / m / f"compmod_every{k}").get(f"every={k}")
+            cells.append(f"{r['knn_top1']:.2f} ({r['train_time_s']:.0f} s)" if r else "pending")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -154,6 +180,8 @@ def write_report(out: Path = OUT) -> Path:
         "module docstring of benchmarks/cpu_study.py.",
         "",
         *tuning_lines(),
+        "",
+        *every_lines(),
         "",
         *main_lines(),
         "",
