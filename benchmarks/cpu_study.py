@@ -21,6 +21,8 @@ so far; the results, configs and metrics of finished cells are committed, checkp
 5. `tune/<method>/compmod_every<k>`: a check of the fixed `compmod.meta.every=4`, run after the grid: bi-level
    CompMod at its chosen rate and lambdas with xi updated every step (k = 1, the paper's algorithm) and every
    8 steps, scored like stage 2 on the validation split (every 4 is stage 2's chosen cell).
+6. `main/<method>/compmod_every<k>`: where stage 5 picks another k than 4, bi-level CompMod at that k on the
+   test set like stage 3 (the equal wall-clock rows stay sized on every 4).
 
 Every run: bf16 autocast of the method's forward (this CPU computes bf16 natively; CompMod's losses and its
 meta step stay fp32), one torch thread (`--jobs` runs share the cores), xi updated every 4 steps
@@ -147,7 +149,30 @@ def sweeps() -> list[Sweep]:
             out_k, tuned = STUDY / "tune" / m / f"compmod_every{k}", STUDY / "tune" / m / "compmod"
             grid = [f"compmod.meta.every=[{k}]"]
             out.append(Sweep(out_k, m, [*COMMON, *TUNE, *bilevel], grid, [tuned]))
+    for m in METHODS:
+        k = chosen_every(m)
+        if k not in (None, EVERY):
+            sets = [*COMMON, *MAIN, *bilevel, f"compmod.meta.every={k}"]
+            out.append(
+                Sweep(
+                    STUDY / "main" / m / f"compmod_every{k}",
+                    m,
+                    sets,
+                    [seeds],
+                    [STUDY / "tune" / m / f"compmod_every{k}"],
+                )
+            )
     return out
+
+
+def chosen_every(method: str) -> int | None:
+    """Stage 5's pick of `compmod.meta.every` by validation 5-NN (None until its sweeps are finished)."""
+    outs = {k: STUDY / "tune" / method / f"compmod_every{k}" for k in EVERY_CHECK}
+    if not all(finished(o) for o in outs.values()):
+        return None
+    scores = {EVERY: best_cell(STUDY / "tune" / method / "compmod")["knn_top1"]}
+    scores |= {k: best_cell(o)["knn_top1"] for k, o in outs.items()}
+    return max(sorted(scores), key=lambda k: scores[k])
 
 
 def resolved(s: Sweep) -> Sweep:
