@@ -104,8 +104,11 @@ def main_lines() -> list[str]:
     for m in METHODS:
         plain = STUDY / "main" / m / "plain"
         base_t = _column(plain, "train_time_s")
-        rows = [(v, STUDY / "main" / m / v) for v in VARIANTS] + [
-            ("plain, equal wall-clock", STUDY / "equal" / m)
+        every = sorted((STUDY / "main" / m).glob("compmod_every*"))  # stage 6
+        rows = [
+            *((v, STUDY / "main" / m / v) for v in VARIANTS),
+            *((o.name, o) for o in every),
+            ("plain, equal wall-clock", STUDY / "equal" / m),
         ]
         for v, out in rows:
             knn, lin, t = (_column(out, k) for k in ("knn_top1", "linear_top1", "train_time_s"))
