@@ -25,7 +25,7 @@ so far; the results, configs and metrics of finished cells are committed, checkp
    test set like stage 3 (the equal wall-clock rows stay sized on every 4).
 
 Every run: bf16 autocast of the method's forward (this CPU computes bf16 natively; CompMod's losses and its
-meta step stay fp32), one torch thread (`--jobs` runs share the cores), xi updated every 4 steps
+meta step stay fp32), one torch thread (`--jobs` runs share the cores), xi updated every 4 steps in stages 1-4
 (`compmod.meta.every=4`, fixed: every step costs 2.5x the time of every fourth, see step.md).
 """
 
